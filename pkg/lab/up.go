@@ -1,0 +1,422 @@
+package lab
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/sluice-net/sluice/pkg/lab/kubebuild"
+	"github.com/sluice-net/sluice/pkg/lab/pki"
+	"github.com/sluice-net/sluice/pkg/lab/proc"
+	"github.com/sluice-net/sluice/pkg/netns"
+)
+
+// UpOptions are the flags of `sluice-lab up`. Zero Nodes/APIPort mean "as
+// before, or the default for a new lab".
+type UpOptions struct {
+	StateDir string
+	Nodes    int
+	APIPort  int
+	Demo     bool
+}
+
+// Lab is a lab being operated on.
+type Lab struct {
+	C    *Config
+	R    Runner
+	Out  io.Writer
+	Self string // the sluice-lab executable, run inside namespaces
+}
+
+// ErrNotRoot is returned by commands that need root.
+var ErrNotRoot = errors.New("sluice-lab must run as root: it creates network namespaces and links (try: sudo sluice-lab …)")
+
+// Open loads an existing lab.
+func Open(stateDir string, out io.Writer) (*Lab, error) {
+	c, err := LoadConfig(stateDir)
+	if err != nil {
+		return nil, err
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	return &Lab{C: c, R: ExecRunner{}, Out: out, Self: self}, nil
+}
+
+// Up brings the lab up, or resumes a half-started one; on a running lab it
+// changes nothing.
+func Up(ctx context.Context, o UpOptions, out io.Writer) (*Lab, error) {
+	if os.Geteuid() != 0 {
+		return nil, ErrNotRoot
+	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		return nil, errors.New("iproute2's `ip` command is required (apt-get install iproute2)")
+	}
+	c, err := LoadConfig(o.StateDir)
+	switch {
+	case err == nil:
+		if o.Nodes != 0 && o.Nodes != c.Nodes {
+			return nil, fmt.Errorf("--nodes %d: the lab at %s has %d nodes; remove it first with `sluice-lab down --state-dir %s`", o.Nodes, c.StateDir, c.Nodes, c.StateDir)
+		}
+		if o.APIPort != 0 && o.APIPort != c.APIPort {
+			return nil, fmt.Errorf("--api-port %d: the lab at %s uses port %d; remove it first with `sluice-lab down --state-dir %s`", o.APIPort, c.StateDir, c.APIPort, c.StateDir)
+		}
+	case errors.Is(err, os.ErrNotExist):
+		c, err = NewConfig(o.StateDir, cmp(o.Nodes, 3), cmp(o.APIPort, DefaultAPIPort))
+		if err != nil {
+			return nil, err
+		}
+	default:
+		return nil, err
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	l := &Lab{C: c, R: ExecRunner{}, Out: out, Self: self}
+	return l, l.up(ctx, o.Demo)
+}
+
+func cmp(v, def int) int {
+	if v == 0 {
+		return def
+	}
+	return v
+}
+
+func (l *Lab) up(ctx context.Context, demo bool) error {
+	c := l.C
+	bin, err := kubebuild.Ensure(ctx, l.Out)
+	if err != nil {
+		return err
+	}
+	if l.allRunning() {
+		healthy, _ := TopologyHealthy(ctx, l.R, c)
+		if healthy {
+			fmt.Fprintf(l.Out, "lab at %s is already running\n", c.StateDir)
+			if demo {
+				return l.Demo(ctx)
+			}
+			return nil
+		}
+	}
+	if err := c.Save(); err != nil {
+		return err
+	}
+	if err := l.ensurePKI(); err != nil {
+		return fmt.Errorf("certificates: %w", err)
+	}
+	healthy, why := TopologyHealthy(ctx, l.R, c)
+	if !healthy {
+		if l.anyNetnsExists(ctx) {
+			fmt.Fprintf(l.Out, "found a half-started lab (%s): rebuilding its network, keeping its state\n", why)
+			l.stopAll(ctx)
+			if err := l.deleteNetns(ctx); err != nil {
+				return fmt.Errorf("clear the half-started lab: %w (run `sluice-lab down --state-dir %s`)", err, c.StateDir)
+			}
+		}
+		fmt.Fprintf(l.Out, "fabric: %s on bridge %s in namespace %s\n", c.Fabric, bridgeName, c.FabricNetns())
+		if err := BuildTopology(ctx, l.R, c); err != nil {
+			return fmt.Errorf("build the fabric: %w (clear it with `sluice-lab down --state-dir %s`)", err, c.StateDir)
+		}
+	}
+	if err := l.preparNodes(); err != nil {
+		return err
+	}
+	comps := append(ControlPlaneComponents(c, bin), HostComponents(c, l.Self)...)
+	for _, comp := range comps {
+		if err := l.start(ctx, comp); err != nil {
+			return err
+		}
+	}
+	if err := l.waitClusterReady(ctx, 3*time.Minute); err != nil {
+		return err
+	}
+	fmt.Fprintf(l.Out, "lab is up: kubeconfig %s, API server %s\n", c.Kubeconfig(), c.HostAPIServerURL())
+	if demo {
+		return l.Demo(ctx)
+	}
+	return nil
+}
+
+// allRunning reports whether every component's process is alive.
+func (l *Lab) allRunning() bool {
+	for _, comp := range l.components() {
+		if proc.Running(l.C.PidFile(comp.Name)) == 0 {
+			return false
+		}
+	}
+	return true
+}
+
+func (l *Lab) components() []Component {
+	return append(ControlPlaneComponents(l.C, kubebuild.BinDir()), HostComponents(l.C, l.Self)...)
+}
+
+func (l *Lab) anyNetnsExists(ctx context.Context) bool {
+	names, _ := ListNetns(ctx, l.R)
+	for _, n := range names {
+		if l.C.Owns(n) {
+			return true
+		}
+	}
+	return false
+}
+
+func (l *Lab) preparNodes() error {
+	for _, n := range l.C.NodeNames() {
+		for _, d := range []string{l.C.CNIConfDir(n), l.C.CNIBinDir(n)} {
+			if err := os.MkdirAll(d, 0o755); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (l *Lab) ensurePKI() error {
+	c := l.C
+	d := pki.Dir(c.PKI())
+	ca, err := d.EnsureCA()
+	if err != nil {
+		return err
+	}
+	cp := c.ControlPlane()
+	reqs := []pki.Request{
+		{Name: "apiserver", CN: "kube-apiserver", Server: true,
+			DNS: []string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"},
+			IPs: []net.IP{net.ParseIP("127.0.0.1"), net.IP(cp.Addr.AsSlice()), net.IP(c.ServiceIP().AsSlice())}},
+		{Name: "apiserver-kubelet-client", CN: "kube-apiserver-kubelet-client", Orgs: []string{"system:masters"}},
+		{Name: "admin", CN: "sluice-lab-admin", Orgs: []string{"system:masters"}},
+		{Name: "controller-manager", CN: "system:kube-controller-manager"},
+		{Name: "scheduler", CN: "system:kube-scheduler"},
+	}
+	for _, n := range c.NodeNames() {
+		reqs = append(reqs, pki.Request{Name: "node-" + n, CN: "system:node:" + n, Orgs: []string{"system:nodes"}})
+	}
+	for _, r := range reqs {
+		if err := d.Ensure(ca, r); err != nil {
+			return err
+		}
+	}
+	if err := d.EnsureServiceAccountKey(); err != nil {
+		return err
+	}
+	kc := c.Path("kubeconfigs")
+	if err := os.MkdirAll(kc, 0o755); err != nil {
+		return err
+	}
+	inCP := "https://127.0.0.1:6443"
+	if err := d.WriteKubeconfig(filepath.Join(kc, "controller-manager.conf"), inCP, "system:kube-controller-manager", ca, "controller-manager"); err != nil {
+		return err
+	}
+	if err := d.WriteKubeconfig(filepath.Join(kc, "scheduler.conf"), inCP, "system:kube-scheduler", ca, "scheduler"); err != nil {
+		return err
+	}
+	for _, n := range c.NodeNames() {
+		if err := d.WriteKubeconfig(c.NodeKubeconfig(n), c.APIServerURL(), "system:node:"+n, ca, "node-"+n); err != nil {
+			return err
+		}
+	}
+	if err := d.WriteKubeconfig(c.AdminKubeconfigFabric(), c.APIServerURL(), "sluice-lab-admin", ca, "admin"); err != nil {
+		return err
+	}
+	return d.WriteKubeconfig(c.Kubeconfig(), c.HostAPIServerURL(), "sluice-lab-admin", ca, "admin")
+}
+
+// NodeKubeconfig is the kubelet's kubeconfig for node (system:node:NAME).
+func (c *Config) NodeKubeconfig(node string) string {
+	return c.Path("kubeconfigs", "kubelet-"+node+".conf")
+}
+
+// AdminKubeconfigFabric is an administrator kubeconfig that reaches the API
+// server across the fabric, for programs running inside a node's namespace.
+func (c *Config) AdminKubeconfigFabric() string { return c.Path("kubeconfigs", "admin-fabric.conf") }
+
+// start launches comp unless it runs already, and waits until it is healthy.
+func (l *Lab) start(ctx context.Context, comp Component) error {
+	pidFile := l.C.PidFile(comp.Name)
+	if pid := proc.Running(pidFile); pid != 0 {
+		fmt.Fprintf(l.Out, "  %-26s running (pid %d)\n", comp.Name, pid)
+		return nil
+	}
+	if comp.Name == "api-forwarder" {
+		ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(l.C.APIPort)))
+		if err != nil {
+			return fmt.Errorf("--api-port %d: 127.0.0.1:%d is already in use by another program; choose another port with `sluice-lab down` then `sluice-lab up --api-port N`", l.C.APIPort, l.C.APIPort)
+		}
+		ln.Close()
+	}
+	argv := comp.Argv
+	if comp.Netns != "" {
+		argv = append([]string{l.Self, "nsexec", netns.Path(comp.Netns), "--"}, argv...)
+	}
+	t0 := time.Now()
+	pid, err := proc.Start(proc.Spec{Name: comp.Name, Argv: argv, LogFile: l.C.LogFile(comp.Name), PidFile: pidFile})
+	if err != nil {
+		return err
+	}
+	if err := l.waitHealthy(ctx, comp, 90*time.Second); err != nil {
+		return fmt.Errorf("%s did not become healthy: %w (log: %s)", comp.Name, err, l.C.LogFile(comp.Name))
+	}
+	fmt.Fprintf(l.Out, "  %-26s started (pid %d, ready in %s)\n", comp.Name, pid, time.Since(t0).Round(100*time.Millisecond))
+	return nil
+}
+
+func (l *Lab) waitHealthy(ctx context.Context, comp Component, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	var last error
+	for time.Now().Before(deadline) {
+		if proc.Running(l.C.PidFile(comp.Name)) == 0 {
+			return errors.New("process exited")
+		}
+		last = l.checkHealth(ctx, comp)
+		if last == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("timed out after %s: %v", timeout, last)
+}
+
+func (l *Lab) checkHealth(ctx context.Context, comp Component) error {
+	switch {
+	case comp.Name == "api-forwarder":
+		c, err := net.DialTimeout("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(l.C.APIPort)), time.Second)
+		if err == nil {
+			c.Close()
+		}
+		return err
+	case comp.Health == "":
+		return nil
+	}
+	hc := l.httpClientIn(comp.Netns)
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, comp.Health, nil)
+	resp, err := hc.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: %s: %s", comp.Health, resp.Status, b)
+	}
+	return nil
+}
+
+// httpClientIn returns an HTTP client whose connections start inside the
+// namespace. It trusts the lab CA, and for the control plane's self-signed
+// health endpoints (controller-manager, scheduler) skips verification.
+func (l *Lab) httpClientIn(ns string) *http.Client {
+	pool := x509.NewCertPool()
+	if b, err := os.ReadFile(filepath.Join(l.C.PKI(), "ca.crt")); err == nil {
+		pool.AppendCertsFromPEM(b)
+	}
+	return &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			return netns.Dial(ctx, netns.Path(ns), network, addr)
+		},
+		TLSClientConfig: &tls.Config{
+			RootCAs: pool,
+			// Health endpoints of kube-controller-manager and kube-scheduler
+			// serve a certificate they made themselves at start.
+			InsecureSkipVerify: true,
+		},
+		DisableKeepAlives: true,
+	}}
+}
+
+// stopAll stops every recorded component and then every process left in the
+// lab's namespaces (pods' test servers, agents, anything started inside).
+func (l *Lab) stopAll(ctx context.Context) {
+	comps := l.components()
+	slices.Reverse(comps)
+	for _, comp := range comps {
+		if err := proc.Stop(l.C.PidFile(comp.Name), 10*time.Second); err != nil {
+			fmt.Fprintf(l.Out, "warning: %v\n", err)
+		}
+	}
+	names, _ := ListNetns(ctx, l.R)
+	for _, n := range names {
+		if l.C.Owns(n) {
+			killAllIn(netns.Path(n))
+		}
+	}
+}
+
+func killAllIn(path string) {
+	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGKILL} {
+		pids, _ := netns.Pids(path)
+		if len(pids) == 0 {
+			return
+		}
+		for _, p := range pids {
+			syscall.Kill(p, sig)
+		}
+		for range 50 {
+			if pids, _ := netns.Pids(path); len(pids) == 0 {
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+}
+
+func (l *Lab) deleteNetns(ctx context.Context) error {
+	names, err := ListNetns(ctx, l.R)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, n := range names {
+		if l.C.Owns(n) {
+			if _, err := l.R.Run(ctx, "ip", "netns", "del", n); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Down stops everything and removes every namespace and file of the lab.
+func Down(ctx context.Context, stateDir string, out io.Writer) error {
+	if os.Geteuid() != 0 {
+		return ErrNotRoot
+	}
+	l, err := Open(stateDir, out)
+	if errors.Is(err, os.ErrNotExist) {
+		fmt.Fprintf(out, "no lab at %s: nothing to do\n", stateDir)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	l.stopAll(ctx)
+	if err := l.deleteNetns(ctx); err != nil {
+		return err
+	}
+	if err := os.RemoveAll(l.C.StateDir); err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "lab at %s removed\n", l.C.StateDir)
+	return nil
+}
