@@ -39,6 +39,10 @@ type Config struct {
 	Fabric netip.Prefix `json:"fabric"`
 	// ServiceCIDR is the API server's --service-cluster-ip-range.
 	ServiceCIDR netip.Prefix `json:"serviceCIDR"`
+	// NetnsMountBefore records whether /run/netns was already a mount point
+	// before the lab's first `ip netns add` (which makes it one); `down`
+	// unmounts it only if the lab made it and nothing else uses it.
+	NetnsMountBefore bool `json:"netnsMountBefore"`
 }
 
 // StateDirFrom resolves the state directory from a flag value and the

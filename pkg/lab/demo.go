@@ -97,7 +97,11 @@ func (l *Lab) Demo(ctx context.Context) error {
 		return err
 	}
 	fmt.Fprintf(l.Out, "\ndemo: deployment %s/demo (%d test-server pods) and service %s/demo\n", DemoNamespace, *dep.Spec.Replicas, DemoNamespace)
-	pods, werr := waitPods(ctx, l, DemoNamespace, int(*dep.Spec.Replicas), 90*time.Second)
+	wait := 90 * time.Second
+	if !l.anyCNIConfig() {
+		wait = 10 * time.Second // long enough for every pod to show why it cannot start
+	}
+	pods, werr := waitPods(ctx, l, DemoNamespace, int(*dep.Spec.Replicas), wait)
 	for _, p := range pods {
 		fmt.Fprintf(l.Out, "  %-28s node %-8s %-8s ip %-15s %s\n", p.Name, p.Spec.NodeName, p.Status.Phase, p.Status.PodIP, podReason(&p))
 	}

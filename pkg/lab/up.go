@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -79,6 +80,7 @@ func Up(ctx context.Context, o UpOptions, out io.Writer) (*Lab, error) {
 		if err != nil {
 			return nil, err
 		}
+		c.NetnsMountBefore = isMountPoint(netns.RunDir)
 	default:
 		return nil, err
 	}
@@ -112,6 +114,9 @@ func (l *Lab) up(ctx context.Context, demo bool) error {
 			}
 			return nil
 		}
+	}
+	if err := l.checkPortFree(); err != nil {
+		return err
 	}
 	if err := c.Save(); err != nil {
 		return err
@@ -252,13 +257,6 @@ func (l *Lab) start(ctx context.Context, comp Component) error {
 	if pid := proc.Running(pidFile); pid != 0 {
 		fmt.Fprintf(l.Out, "  %-26s running (pid %d)\n", comp.Name, pid)
 		return nil
-	}
-	if comp.Name == "api-forwarder" {
-		ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(l.C.APIPort)))
-		if err != nil {
-			return fmt.Errorf("--api-port %d: 127.0.0.1:%d is already in use by another program; choose another port with `sluice-lab down` then `sluice-lab up --api-port N`", l.C.APIPort, l.C.APIPort)
-		}
-		ln.Close()
 	}
 	argv := comp.Argv
 	if comp.Netns != "" {
@@ -417,6 +415,45 @@ func Down(ctx context.Context, stateDir string, out io.Writer) error {
 	if err := os.RemoveAll(l.C.StateDir); err != nil {
 		return err
 	}
+	if !l.C.NetnsMountBefore && isMountPoint(netns.RunDir) {
+		if ents, err := os.ReadDir(netns.RunDir); err == nil && len(ents) == 0 {
+			if err := syscall.Unmount(netns.RunDir, syscall.MNT_DETACH); err != nil {
+				fmt.Fprintf(out, "warning: unmount %s: %v\n", netns.RunDir, err)
+			}
+		}
+	}
 	fmt.Fprintf(out, "lab at %s removed\n", l.C.StateDir)
 	return nil
+}
+
+// isMountPoint reports whether path is listed as a mount point in
+// /proc/self/mountinfo (/var/run is usually a symlink to /run).
+func isMountPoint(path string) bool {
+	real, err := filepath.EvalSymlinks(path)
+	if err != nil {
+		return false
+	}
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) > 4 && f[4] == real {
+			return true
+		}
+	}
+	return false
+}
+
+// checkPortFree fails early, before anything is made, when the API port is
+// taken by something other than this lab's own forwarder.
+func (l *Lab) checkPortFree() error {
+	if proc.Running(l.C.PidFile("api-forwarder")) != 0 {
+		return nil
+	}
+	ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(l.C.APIPort)))
+	if err != nil {
+		return fmt.Errorf("--api-port %d: 127.0.0.1:%d is already in use by another program; choose a free port with --api-port", l.C.APIPort, l.C.APIPort)
+	}
+	return ln.Close()
 }

@@ -186,6 +186,9 @@ func (k *Kubelet) syncPod(ctx context.Context, key string) error {
 	if err != nil {
 		return err
 	}
+	if pod.Spec.NodeName != k.NodeName {
+		return nil
+	}
 	// A pod recreated under the same name has a new UID: the old one goes.
 	if err := k.teardownKey(ctx, key, string(pod.UID)); err != nil {
 		return err

@@ -1,0 +1,44 @@
+# Sluice. `make lab` starts the lab; `make test` runs every test tier.
+GO      ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
+BIN     := $(CURDIR)/bin
+LAB     := $(BIN)/sluice-lab
+
+.PHONY: all build deps lab lab-down test unit integration e2e kube-binaries need-root clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN)/ ./cmd/...
+
+# Debian packages the lab and the root test tiers use.
+deps: need-root
+	@command -v ip >/dev/null 2>&1 || { apt-get update && apt-get install -y --no-install-recommends iproute2; }
+
+need-root:
+	@[ "$$(id -u)" = 0 ] || { echo "this target needs root (network namespaces): run it with sudo" >&2; exit 2; }
+
+# Builds (once, cached outside the repo) etcd and the Kubernetes binaries.
+kube-binaries: build
+	$(LAB) build
+
+lab: deps kube-binaries
+	install -m 0755 $(LAB) /usr/local/bin/sluice-lab
+	sluice-lab up --demo
+
+lab-down: need-root build
+	$(LAB) down
+
+test: unit integration e2e
+
+unit:
+	$(GO) vet ./...
+	$(GO) test -count=1 ./...
+
+integration: deps build
+	$(GO) test -tags integration -count=1 -v ./test/integration/...
+
+e2e: deps kube-binaries
+	$(GO) test -tags e2e -count=1 -v -timeout 60m ./test/e2e/...
+
+clean:
+	rm -rf $(BIN)
