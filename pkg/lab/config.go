@@ -244,5 +244,7 @@ func (c *Config) Kubeconfig() string { return c.Path("kubeconfig") }
 func (c *Config) NodeDir(node string) string { return c.Path("nodes", node) }
 
 // CNIConfDir and CNIBinDir are the node's /etc/cni/net.d and /opt/cni/bin.
-func (c *Config) CNIConfDir(node string) string { return filepath.Join(c.NodeDir(node), "cni", "net.d") }
-func (c *Config) CNIBinDir(node string) string  { return filepath.Join(c.NodeDir(node), "cni", "bin") }
+func (c *Config) CNIConfDir(node string) string {
+	return filepath.Join(c.NodeDir(node), "cni", "net.d")
+}
+func (c *Config) CNIBinDir(node string) string { return filepath.Join(c.NodeDir(node), "cni", "bin") }

@@ -349,4 +349,3 @@ func podReadyStatus(p *corev1.Pod) corev1.ConditionStatus {
 	}
 	return ""
 }
-
