@@ -17,6 +17,25 @@ const (
 	EncapsulationNone  = "None"
 )
 
+// Service proxies.
+const (
+	ServiceProxySluice   = "Sluice"
+	ServiceProxyExternal = "External"
+)
+
+// Defaults of a ClusterNetwork's optional fields, as the CRD's schema applies them.
+const (
+	DefaultMode             = ModeNetworkPolicy
+	DefaultEncapsulation    = EncapsulationVXLAN
+	DefaultVXLANPort        = 4789 // IANA's VXLAN port
+	DefaultMTU              = 1500
+	DefaultServiceProxy     = ServiceProxySluice
+	DefaultHostSubnetLength = 9 // /23 host subnets in IPv4, 510 pods per node
+)
+
+// MaxNetID is the largest VNID (24 bits); NetID 0 is global.
+const MaxNetID = 1<<24 - 1
+
 // ClusterNetworkName is the name of the singleton ClusterNetwork.
 const ClusterNetworkName = "default"
 
