@@ -3,6 +3,8 @@ package plan
 import (
 	"fmt"
 	"net/netip"
+
+	"github.com/sluice-net/sluice/pkg/subnet"
 )
 
 // parsedNetwork is Network after its CIDRs are parsed, each named by the field it came from.
@@ -132,29 +134,17 @@ func (n Network) parse() (parsedNetwork, ErrorList) {
 	return p, errs
 }
 
+// parseCIDR parses a network strictly (subnet.ParseCIDR, shared with the controller) and
+// names the field it came from in the error.
 func parseCIDR(path, s string) (netip.Prefix, *FieldError) {
-	if s == "" {
-		return netip.Prefix{}, fieldErr(path, `"" is not a CIDR; want one such as 10.128.0.0/14`)
-	}
-	p, err := netip.ParsePrefix(s)
+	p, err := subnet.ParseCIDR(s)
 	if err != nil {
-		return netip.Prefix{}, fieldErr(path, "%q is not a valid CIDR", s)
-	}
-	if p.Addr().Is4In6() {
-		return netip.Prefix{}, fieldErr(path, "%q is an IPv4-mapped IPv6 network; write the IPv4 network", s)
-	}
-	if m := p.Masked(); m != p {
-		return netip.Prefix{}, fieldErr(path, "%s has host bits set; the network is %s", s, m)
+		return netip.Prefix{}, fieldErr(path, "%v", err)
 	}
 	return p, nil
 }
 
-func family(p netip.Prefix) string {
-	if p.Addr().Is4() {
-		return "IPv4"
-	}
-	return "IPv6"
-}
+func family(p netip.Prefix) string { return subnet.Family(p) }
 
 // Conflict is an overlap between two networks of the plan. CIDRs either nest or are
 // disjoint, so the overlap is the smaller of the two.
@@ -181,11 +171,7 @@ func (c Conflict) String() string {
 func (p parsedNetwork) conflicts() []Conflict {
 	out := []Conflict{}
 	check := func(a, b namedPrefix) {
-		if a.prefix.Overlaps(b.prefix) {
-			overlap := a.prefix
-			if b.prefix.Bits() > a.prefix.Bits() {
-				overlap = b.prefix
-			}
+		if overlap, ok := subnet.Overlap(a.prefix, b.prefix); ok {
 			out = append(out, Conflict{
 				A:       NamedCIDR{Name: a.name, CIDR: a.prefix.String()},
 				B:       NamedCIDR{Name: b.name, CIDR: b.prefix.String()},
