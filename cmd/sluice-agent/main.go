@@ -1,0 +1,77 @@
+// Command sluice-agent runs Sluice's pod network on one node: node IPAM, the
+// CNI server, pod interfaces, the overlay and the node's nftables table.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/sluice-net/sluice/pkg/agent/node"
+	sluiceclient "github.com/sluice-net/sluice/pkg/client/clientset/versioned"
+	"github.com/sluice-net/sluice/pkg/cni"
+)
+
+func main() {
+	var o struct {
+		kubeconfig, node, stateDir, socket, binDir, confDir, plugin string
+	}
+	fs := flag.NewFlagSet("sluice-agent", flag.ContinueOnError)
+	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig (empty: in-cluster)")
+	fs.StringVar(&o.node, "node-name", os.Getenv("NODE_NAME"), "this node's name (default $NODE_NAME)")
+	fs.StringVar(&o.stateDir, "state-dir", "/var/lib/sluice", "crash-safe state (IPAM)")
+	fs.StringVar(&o.socket, "cni-socket", cni.DefaultSocket, "the CNI server's unix socket")
+	fs.StringVar(&o.binDir, "cni-bin-dir", "/opt/cni/bin", "where to install the sluice-cni plugin")
+	fs.StringVar(&o.confDir, "cni-conf-dir", "/etc/cni/net.d", "where to write the CNI network configuration")
+	fs.StringVar(&o.plugin, "cni-plugin", "", "the sluice-cni binary to install (default: beside this binary)")
+	if err := fs.Parse(os.Args[1:]); err != nil {
+		os.Exit(2)
+	}
+	if err := run(o.kubeconfig, node.Config{NodeName: o.node, StateDir: o.stateDir, CNISocket: o.socket,
+		CNIBinDir: o.binDir, CNIConfDir: o.confDir, PluginPath: o.plugin}); err != nil {
+		fmt.Fprintln(os.Stderr, "sluice-agent:", err)
+		os.Exit(1)
+	}
+}
+
+func run(kubeconfig string, c node.Config) error {
+	if c.NodeName == "" {
+		return errors.New("--node-name is empty (and $NODE_NAME unset)")
+	}
+	if c.PluginPath == "" {
+		self, err := os.Executable()
+		if err != nil {
+			return err
+		}
+		c.PluginPath = filepath.Join(filepath.Dir(self), "sluice-cni")
+	}
+	if _, err := os.Stat(c.PluginPath); err != nil {
+		return fmt.Errorf("--cni-plugin: %w", err)
+	}
+	var rc *rest.Config
+	var err error
+	if kubeconfig != "" {
+		rc, err = clientcmd.BuildConfigFromFlags("", kubeconfig)
+	} else {
+		rc, err = rest.InClusterConfig()
+	}
+	if err != nil {
+		return err
+	}
+	if c.Client, err = sluiceclient.NewForConfig(rc); err != nil {
+		return err
+	}
+	c.Log = slog.New(slog.NewTextHandler(os.Stderr, nil)).With("node", c.NodeName)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return (&node.Agent{Config: c}).Run(ctx)
+}
