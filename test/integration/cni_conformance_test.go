@@ -104,35 +104,39 @@ type cniEnv struct {
 	srv                      *cniserver.Server
 }
 
-var (
-	buildCNIOnce sync.Once
-	cniBinDir    string
-	errBuildCNI  error
-)
-
-// buildCNI builds cmd/sluice-cni once per test binary into a plugin dir.
+// buildCNI builds cmd/sluice-cni into a fresh plugin directory.
 func buildCNI(t *testing.T) string {
 	t.Helper()
-	buildCNIOnce.Do(func() {
-		cniBinDir, errBuildCNI = os.MkdirTemp("", "sluice-cni-bin")
-		if errBuildCNI != nil {
-			return
-		}
-		out, err := exec.Command("go", "build", "-o", filepath.Join(cniBinDir, cni.PluginType),
-			"github.com/sluice-net/sluice/cmd/sluice-cni").CombinedOutput()
-		if err != nil {
-			errBuildCNI = fmt.Errorf("build sluice-cni: %v\n%s", err, out)
-		}
-	})
-	if errBuildCNI != nil {
-		t.Fatal(errBuildCNI)
+	dir := t.TempDir()
+	out, err := exec.Command("go", "build", "-o", filepath.Join(dir, cni.PluginType),
+		"github.com/sluice-net/sluice/cmd/sluice-cni").CombinedOutput()
+	if err != nil {
+		t.Fatalf("build sluice-cni: %v\n%s", err, out)
 	}
-	return cniBinDir
+	return dir
 }
 
-func newCNIEnv(t *testing.T) *cniEnv {
-	t.Helper()
+// TestCNIConformance builds the plugin once and runs each scenario with its
+// own agent and libcni cache.
+func TestCNIConformance(t *testing.T) {
 	bin := buildCNI(t)
+	for _, sc := range []struct {
+		name string
+		run  func(*testing.T, *cniEnv)
+	}{
+		{"Lifecycle", testCNILifecycle},
+		{"Versions", testCNIVersions},
+		{"BadConfiguration", testCNIBadConfiguration},
+		{"AgentDown", testCNIAgentDown},
+		{"AgentNotReady", testCNIAgentNotReady},
+		{"AgentErrors", testCNIAgentErrors},
+	} {
+		t.Run(sc.name, func(t *testing.T) { sc.run(t, newCNIEnv(t, bin)) })
+	}
+}
+
+func newCNIEnv(t *testing.T, bin string) *cniEnv {
+	t.Helper()
 	// sun_path is 108 bytes: keep the socket path short.
 	runDir, err := os.MkdirTemp("", "scni")
 	if err != nil {
@@ -237,8 +241,7 @@ func wantCalls(t *testing.T, h *recordingHandler, want ...string) {
 	}
 }
 
-func TestCNIConformanceLifecycle(t *testing.T) {
-	e := newCNIEnv(t)
+func testCNILifecycle(t *testing.T, e *cniEnv) {
 	ctx := context.Background()
 	list := e.conflist(t, "1.1.0", e.sock)
 
@@ -304,8 +307,7 @@ func TestCNIConformanceLifecycle(t *testing.T) {
 	}
 }
 
-func TestCNIConformanceVersions(t *testing.T) {
-	e := newCNIEnv(t)
+func testCNIVersions(t *testing.T, e *cniEnv) {
 	ctx := context.Background()
 
 	info, err := e.cni.GetVersionInfo(ctx, cni.PluginType)
@@ -356,8 +358,7 @@ func TestCNIConformanceVersions(t *testing.T) {
 	}
 }
 
-func TestCNIConformanceBadConfiguration(t *testing.T) {
-	e := newCNIEnv(t)
+func testCNIBadConfiguration(t *testing.T, e *cniEnv) {
 	ctx := context.Background()
 	plugin := filepath.Join(e.pluginDir, cni.PluginType)
 	args := &invoke.Args{Command: "ADD", ContainerID: "c1", NetNS: "/var/run/netns/x", IfName: "eth0", Path: e.pluginDir}
@@ -411,8 +412,7 @@ func TestCNIConformanceBadConfiguration(t *testing.T) {
 	})
 }
 
-func TestCNIConformanceAgentDown(t *testing.T) {
-	e := newCNIEnv(t)
+func testCNIAgentDown(t *testing.T, e *cniEnv) {
 	ctx := context.Background()
 	missing := filepath.Join(filepath.Dir(e.sock), "nobody.sock")
 	list := e.conflist(t, "1.1.0", missing)
@@ -426,8 +426,7 @@ func TestCNIConformanceAgentDown(t *testing.T) {
 	wantCNICode(t, err, cni.ErrPluginNotAvailable, missing)
 }
 
-func TestCNIConformanceAgentNotReady(t *testing.T) {
-	e := newCNIEnv(t)
+func testCNIAgentNotReady(t *testing.T, e *cniEnv) {
 	ctx := context.Background()
 	list := e.conflist(t, "1.1.0", e.sock)
 	e.srv.SetReady(false)
@@ -448,8 +447,7 @@ func TestCNIConformanceAgentNotReady(t *testing.T) {
 	}
 }
 
-func TestCNIConformanceAgentErrors(t *testing.T) {
-	e := newCNIEnv(t)
+func testCNIAgentErrors(t *testing.T, e *cniEnv) {
 	ctx := context.Background()
 	list := e.conflist(t, "1.1.0", e.sock)
 	if _, err := e.cni.AddNetworkList(ctx, list, podRT("c1")); err != nil {
