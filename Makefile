@@ -3,7 +3,7 @@ GO      ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
 BIN     := $(CURDIR)/bin
 LAB     := $(BIN)/sluice-lab
 
-.PHONY: all build deps lab lab-down test unit integration e2e kube-binaries need-root clean
+.PHONY: all build deps lab lab-down test unit integration e2e kube-binaries need-root bench bench-podnet clean
 
 all: build
 
@@ -12,7 +12,11 @@ build:
 
 # Debian packages the lab and the root test tiers use.
 deps: need-root
-	@command -v ip >/dev/null 2>&1 || { apt-get update && apt-get install -y --no-install-recommends iproute2; }
+	@missing=""; \
+	command -v ip >/dev/null 2>&1 || missing="$$missing iproute2"; \
+	command -v nft >/dev/null 2>&1 || missing="$$missing nftables"; \
+	command -v iperf3 >/dev/null 2>&1 || missing="$$missing iperf3"; \
+	if [ -n "$$missing" ]; then apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; fi
 
 need-root:
 	@[ "$$(id -u)" = 0 ] || { echo "this target needs root (network namespaces): run it with sudo" >&2; exit 2; }
@@ -22,7 +26,7 @@ kube-binaries: build
 	$(LAB) build
 
 lab: deps kube-binaries
-	install -m 0755 $(LAB) /usr/local/bin/sluice-lab
+	install -m 0755 $(BIN)/sluice-lab $(BIN)/sluice-agent $(BIN)/sluice-controller $(BIN)/sluice-cni $(BIN)/sluicectl /usr/local/bin/
 	sluice-lab up --demo
 
 lab-down: need-root build
@@ -39,6 +43,14 @@ integration: deps build
 
 e2e: deps kube-binaries
 	$(GO) test -tags e2e -count=1 -v -timeout 60m ./test/e2e/...
+
+# Benchmarks: side by side with their anchors, Markdown on stdout
+# (copied into docs/performance.md with the machine and command).
+bench: bench-podnet
+
+bench-podnet: deps build
+	$(GO) build -o $(BIN)/bench-podnet ./bench/podnet
+	$(BIN)/bench-podnet
 
 clean:
 	rm -rf $(BIN)

@@ -43,6 +43,10 @@ type Config struct {
 	// before the lab's first `ip netns add` (which makes it one); `down`
 	// unmounts it only if the lab made it and nothing else uses it.
 	NetnsMountBefore bool `json:"netnsMountBefore"`
+	// PodNetwork is "sluice" (Sluice's controller and agents) or "none".
+	PodNetwork string `json:"podNetwork"`
+	// SluiceBinDir holds sluice-controller, sluice-agent and sluice-cni.
+	SluiceBinDir string `json:"sluiceBinDir,omitempty"`
 }
 
 // StateDirFrom resolves the state directory from a flag value and the
@@ -71,6 +75,7 @@ func NewConfig(stateDir string, nodes, apiPort int) (*Config, error) {
 		StateDir:    stateDir,
 		Nodes:       nodes,
 		APIPort:     apiPort,
+		PodNetwork:  PodNetworkSluice,
 		Fabric:      netip.MustParsePrefix("172.28.0.0/24"),
 		ServiceCIDR: netip.MustParsePrefix("172.30.0.0/16"),
 	}, nil
@@ -100,6 +105,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("fabric %s: want an IPv4 /24", c.Fabric)
 	case !c.ServiceCIDR.IsValid():
 		return fmt.Errorf("serviceCIDR %s: not a CIDR", c.ServiceCIDR)
+	case c.PodNetwork != PodNetworkSluice && c.PodNetwork != PodNetworkNone:
+		return fmt.Errorf("podNetwork %q: want %s or %s", c.PodNetwork, PodNetworkSluice, PodNetworkNone)
 	}
 	return nil
 }

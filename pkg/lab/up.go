@@ -31,6 +31,10 @@ type UpOptions struct {
 	Nodes    int
 	APIPort  int
 	Demo     bool
+	// PodNetwork and SluiceBinDir: for a new lab; empty means the default
+	// (sluice, and the directory of the running executable).
+	PodNetwork   string
+	SluiceBinDir string
 }
 
 // Lab is a lab being operated on.
@@ -81,6 +85,25 @@ func Up(ctx context.Context, o UpOptions, out io.Writer) (*Lab, error) {
 			return nil, err
 		}
 		c.NetnsMountBefore = isMountPoint(netns.RunDir)
+		if o.PodNetwork != "" {
+			c.PodNetwork = o.PodNetwork
+		}
+		c.SluiceBinDir = o.SluiceBinDir
+		if c.SluiceBinDir == "" {
+			self, err := os.Executable()
+			if err != nil {
+				return nil, err
+			}
+			c.SluiceBinDir = filepath.Dir(self)
+		}
+		if err := c.Validate(); err != nil {
+			return nil, err
+		}
+		if c.PodNetwork == PodNetworkSluice {
+			if m := c.missingSluiceBinary(); m != "" {
+				return nil, fmt.Errorf("--pod-network sluice: %s not found (build with `make build`, point --sluice-bin-dir at it, or use --pod-network none)", m)
+			}
+		}
 	default:
 		return nil, err
 	}
@@ -141,8 +164,17 @@ func (l *Lab) up(ctx context.Context, demo bool) error {
 	if err := l.preparNodes(); err != nil {
 		return err
 	}
-	comps := append(ControlPlaneComponents(c, bin), HostComponents(c, l.Self)...)
-	for _, comp := range comps {
+	for _, comp := range ControlPlaneComponents(c, bin) {
+		if err := l.start(ctx, comp); err != nil {
+			return err
+		}
+	}
+	if c.PodNetwork == PodNetworkSluice {
+		if err := l.installSluice(ctx, filepath.Join(bin, "kubectl")); err != nil {
+			return err
+		}
+	}
+	for _, comp := range append(SluiceComponents(c), HostComponents(c, l.Self)...) {
 		if err := l.start(ctx, comp); err != nil {
 			return err
 		}
@@ -168,7 +200,9 @@ func (l *Lab) allRunning() bool {
 }
 
 func (l *Lab) components() []Component {
-	return append(ControlPlaneComponents(l.C, kubebuild.BinDir()), HostComponents(l.C, l.Self)...)
+	comps := ControlPlaneComponents(l.C, kubebuild.BinDir())
+	comps = append(comps, SluiceComponents(l.C)...)
+	return append(comps, HostComponents(l.C, l.Self)...)
 }
 
 func (l *Lab) anyNetnsExists(ctx context.Context) bool {
@@ -212,6 +246,7 @@ func (l *Lab) ensurePKI() error {
 	for _, n := range c.NodeNames() {
 		reqs = append(reqs, pki.Request{Name: "node-" + n, CN: "system:node:" + n, Orgs: []string{"system:nodes"}})
 	}
+	reqs = append(reqs, c.sluiceIdentities()...)
 	for _, r := range reqs {
 		if err := d.Ensure(ca, r); err != nil {
 			return err
@@ -233,6 +268,11 @@ func (l *Lab) ensurePKI() error {
 	}
 	for _, n := range c.NodeNames() {
 		if err := d.WriteKubeconfig(c.NodeKubeconfig(n), c.APIServerURL(), "system:node:"+n, ca, "node-"+n); err != nil {
+			return err
+		}
+	}
+	for _, r := range c.sluiceIdentities() {
+		if err := d.WriteKubeconfig(c.Path("kubeconfigs", r.Name+".conf"), c.APIServerURL(), r.CN, ca, r.Name); err != nil {
 			return err
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"os/signal"
 	"strconv"
@@ -73,6 +74,7 @@ that runs pods in network namespaces through CNI.`,
 	// up
 	var nodes, apiPort int
 	var demo bool
+	var podNetwork, sluiceBinDir string
 	up := &cobra.Command{
 		Use:   "up [--nodes N] [--state-dir DIR] [--demo]",
 		Short: "Start the lab (idempotent: resumes a half-started lab, leaves a running one alone)",
@@ -82,7 +84,7 @@ that runs pods in network namespaces through CNI.`,
 			if err != nil {
 				return err
 			}
-			o := lab.UpOptions{StateDir: d, Demo: demo}
+			o := lab.UpOptions{StateDir: d, Demo: demo, PodNetwork: podNetwork, SluiceBinDir: sluiceBinDir}
 			if cmd.Flags().Changed("nodes") {
 				if nodes < 1 || nodes > lab.MaxNodes {
 					return fmt.Errorf("--nodes %d: want 1 to %d", nodes, lab.MaxNodes)
@@ -106,6 +108,8 @@ that runs pods in network namespaces through CNI.`,
 	up.Flags().IntVar(&nodes, "nodes", 3, "number of nodes (new lab only)")
 	up.Flags().IntVar(&apiPort, "api-port", lab.DefaultAPIPort, "loopback port on the host forwarded to the API server (new lab only)")
 	up.Flags().BoolVar(&demo, "demo", false, "deploy the demo workload and print its connectivity matrix")
+	up.Flags().StringVar(&podNetwork, "pod-network", "", "sluice (default: Sluice's controller and agents) or none (new lab only)")
+	up.Flags().StringVar(&sluiceBinDir, "sluice-bin-dir", "", "directory with sluice-controller, sluice-agent, sluice-cni (default: beside sluice-lab)")
 
 	down := &cobra.Command{
 		Use:   "down",
@@ -205,12 +209,20 @@ that runs pods in network namespaces through CNI.`,
 	}
 
 	var timeout time.Duration
+	var source string
 	probe := &cobra.Command{
-		Use:   "probe tcp|udp|sctp HOST:PORT [--timeout D]",
+		Use:   "probe tcp|udp|sctp HOST:PORT [--timeout D] [--source IP]",
 		Short: "Send one connection or datagram to a lab test server and print its reply",
 		Args:  cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			line, err := testserver.Probe(cmd.Context(), args[0], args[1], timeout)
+			var src netip.Addr
+			if source != "" {
+				var err error
+				if src, err = netip.ParseAddr(source); err != nil {
+					return fmt.Errorf("--source %q: not an IP address", source)
+				}
+			}
+			line, err := testserver.ProbeFrom(cmd.Context(), args[0], src, args[1], timeout)
 			if err != nil {
 				fmt.Fprintf(cmd.ErrOrStderr(), "sluice-lab probe: %s %s: %v\n", args[0], args[1], err)
 				return ExitError{1}
@@ -220,6 +232,7 @@ that runs pods in network namespaces through CNI.`,
 		},
 	}
 	probe.Flags().DurationVar(&timeout, "timeout", 2*time.Second, "how long to wait for the reply")
+	probe.Flags().StringVar(&source, "source", "", "source address to send from (must be assigned locally)")
 
 	var mo lab.MatrixOptions
 	var asJSON bool

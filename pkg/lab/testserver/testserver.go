@@ -151,12 +151,22 @@ func unmap(ap netip.AddrPort) netip.AddrPort {
 // (without its newline). UDP sends up to three datagrams within the timeout,
 // since a single one may be lost while conntrack or a route is being set up.
 func Probe(ctx context.Context, proto, addr string, timeout time.Duration) (string, error) {
+	return ProbeFrom(ctx, proto, netip.Addr{}, addr, timeout)
+}
+
+// ProbeFrom is Probe with the source address chosen (for TCP and UDP): the
+// address must be assigned locally, and lets tests show that a pod cannot
+// send with an address that is not its own.
+func ProbeFrom(ctx context.Context, proto string, source netip.Addr, addr string, timeout time.Duration) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	deadline, _ := ctx.Deadline()
 	switch proto {
 	case "tcp":
 		var d net.Dialer
+		if source.IsValid() {
+			d.LocalAddr = &net.TCPAddr{IP: source.AsSlice()}
+		}
 		c, err := d.DialContext(ctx, "tcp", addr)
 		if err != nil {
 			return "", err
@@ -165,7 +175,11 @@ func Probe(ctx context.Context, proto, addr string, timeout time.Duration) (stri
 		c.SetDeadline(deadline)
 		return readLine(c)
 	case "udp":
-		c, err := net.Dial("udp", addr)
+		var d net.Dialer
+		if source.IsValid() {
+			d.LocalAddr = &net.UDPAddr{IP: source.AsSlice()}
+		}
+		c, err := d.Dial("udp", addr)
 		if err != nil {
 			return "", err
 		}
@@ -189,6 +203,9 @@ func Probe(ctx context.Context, proto, addr string, timeout time.Duration) (stri
 		}
 		return "", fmt.Errorf("udp %s: no reply within %s", addr, timeout)
 	case "sctp":
+		if source.IsValid() {
+			return "", errors.New("sctp: choosing the source address is not supported")
+		}
 		return probeSCTP(addr, deadline)
 	}
 	return "", fmt.Errorf("protocol %q: want tcp, udp or sctp", proto)
