@@ -19,7 +19,6 @@ import (
 	"github.com/sluice-net/sluice/pkg/lab/kubebuild"
 )
 
-
 func TestControlPlane(t *testing.T) {
 	st := sl.must(t, "status")
 	for _, n := range []string{"node1", "node2", "node3"} {
@@ -32,8 +31,8 @@ func TestControlPlane(t *testing.T) {
 			t.Errorf("status: component %s not running:\n%s", c, st)
 		}
 	}
-	if !strings.Contains(st, cfg.External().Addr.String()) {
-		t.Errorf("status does not show the external host's address %s", cfg.External().Addr)
+	if !strings.Contains(st, sl.cfg.External().Addr.String()) {
+		t.Errorf("status does not show the external host's address %s", sl.cfg.External().Addr)
 	}
 	if got := strings.TrimSpace(sl.kubectl(t, "get", "--raw", "/readyz")); got != "ok" {
 		t.Fatalf("/readyz = %q, want ok", got)
