@@ -103,7 +103,7 @@ func (l *Lab) Status(ctx context.Context, w io.Writer) error {
 		case ns == c.External().Netns:
 			addr = c.External().Addr.String() + ":8080 (tcp, udp, sctp)"
 		default:
-			if m, ok := c.Node(strings.TrimPrefix(comp.Name, "kubelet-")); ok {
+			if m, ok := c.Node(comp.Name[strings.LastIndexByte(comp.Name, '-')+1:]); ok {
 				addr = m.Addr.String()
 			}
 		}

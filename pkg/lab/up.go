@@ -169,6 +169,10 @@ func (l *Lab) up(ctx context.Context, demo bool) error {
 			return err
 		}
 	}
+	// The forwarder first: the host's kubectl goes through it.
+	if err := l.start(ctx, HostComponents(c, l.Self)[0]); err != nil {
+		return err
+	}
 	if c.PodNetwork == PodNetworkSluice {
 		if err := l.installSluice(ctx, filepath.Join(bin, "kubectl")); err != nil {
 			return err
