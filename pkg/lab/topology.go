@@ -24,39 +24,58 @@ func (ExecRunner) Run(ctx context.Context, argv ...string) ([]byte, error) {
 	return out, nil
 }
 
-// TopologyCommands are the iproute2 commands that build the fabric: a lab
-// namespace holding a bridge, and one namespace per member attached to it by
-// a veth pair (eth0 inside the member, v-NAME on the bridge).
-func TopologyCommands(c *Config) [][]string {
+// FabricCommands make the lab's fabric: a namespace holding a bridge.
+func FabricCommands(c *Config) [][]string {
 	f := c.FabricNetns()
-	cmds := [][]string{
+	return [][]string{
 		{"ip", "netns", "add", f},
 		{"ip", "-n", f, "link", "set", "lo", "up"},
 		{"ip", "-n", f, "link", "add", bridgeName, "type", "bridge"},
 		{"ip", "-n", f, "link", "set", bridgeName, "up"},
 	}
+}
+
+// MemberCommands attach one member to the fabric: its namespace, and a veth
+// pair with eth0 inside the member and v-NAME on the bridge.
+func MemberCommands(c *Config, m Member) [][]string {
+	f := c.FabricNetns()
+	peer := "v-" + m.Name
+	return [][]string{
+		{"ip", "netns", "add", m.Netns},
+		{"ip", "-n", m.Netns, "link", "set", "lo", "up"},
+		{"ip", "link", "add", peer, "netns", f, "type", "veth", "peer", "name", "eth0", "netns", m.Netns},
+		{"ip", "-n", f, "link", "set", peer, "master", bridgeName, "up"},
+		{"ip", "-n", m.Netns, "addr", "add", fmt.Sprintf("%s/%d", m.Addr, c.Fabric.Bits()), "dev", "eth0"},
+		{"ip", "-n", m.Netns, "link", "set", "eth0", "up"},
+	}
+}
+
+// TopologyCommands are all the commands that build the lab's network.
+func TopologyCommands(c *Config) [][]string {
+	cmds := FabricCommands(c)
 	for _, m := range c.Members() {
-		peer := "v-" + m.Name
-		cmds = append(cmds,
-			[]string{"ip", "netns", "add", m.Netns},
-			[]string{"ip", "-n", m.Netns, "link", "set", "lo", "up"},
-			[]string{"ip", "link", "add", peer, "netns", f, "type", "veth", "peer", "name", "eth0", "netns", m.Netns},
-			[]string{"ip", "-n", f, "link", "set", peer, "master", bridgeName, "up"},
-			[]string{"ip", "-n", m.Netns, "addr", "add", fmt.Sprintf("%s/%d", m.Addr, c.Fabric.Bits()), "dev", "eth0"},
-			[]string{"ip", "-n", m.Netns, "link", "set", "eth0", "up"},
-		)
+		cmds = append(cmds, MemberCommands(c, m)...)
 	}
 	return cmds
 }
 
-// BuildTopology runs TopologyCommands.
-func BuildTopology(ctx context.Context, r Runner, c *Config) error {
-	for _, argv := range TopologyCommands(c) {
+func run(ctx context.Context, r Runner, cmds [][]string) error {
+	for _, argv := range cmds {
 		if _, err := r.Run(ctx, argv...); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// memberHealthy reports whether the member's namespace exists with its
+// address on eth0.
+func memberHealthy(ctx context.Context, r Runner, have map[string]bool, m Member) bool {
+	if !have[m.Netns] {
+		return false
+	}
+	out, err := r.Run(ctx, "ip", "-n", m.Netns, "-o", "-4", "addr", "show", "dev", "eth0")
+	return err == nil && strings.Contains(string(out), " "+m.Addr.String()+"/")
 }
 
 // TopologyHealthy reports whether every namespace exists and every member has
@@ -78,8 +97,7 @@ func TopologyHealthy(ctx context.Context, r Runner, c *Config) (bool, string) {
 		}
 	}
 	for _, m := range c.Members() {
-		out, err := r.Run(ctx, "ip", "-n", m.Netns, "-o", "-4", "addr", "show", "dev", "eth0")
-		if err != nil || !strings.Contains(string(out), " "+m.Addr.String()+"/") {
+		if !memberHealthy(ctx, r, have, m) {
 			return false, fmt.Sprintf("%s has no address %s on eth0", m.Netns, m.Addr)
 		}
 	}

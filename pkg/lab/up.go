@@ -73,8 +73,12 @@ func Up(ctx context.Context, o UpOptions, out io.Writer) (*Lab, error) {
 	c, err := LoadConfig(o.StateDir)
 	switch {
 	case err == nil:
-		if o.Nodes != 0 && o.Nodes != c.Nodes {
-			return nil, fmt.Errorf("--nodes %d: the lab at %s has %d nodes; remove it first with `sluice-lab down --state-dir %s`", o.Nodes, c.StateDir, c.Nodes, c.StateDir)
+		if o.Nodes != 0 && o.Nodes < c.Nodes {
+			return nil, fmt.Errorf("--nodes %d: the lab at %s has %d nodes and cannot shrink; remove it first with `sluice-lab down --state-dir %s`", o.Nodes, c.StateDir, c.Nodes, c.StateDir)
+		}
+		if o.Nodes > c.Nodes {
+			fmt.Fprintf(out, "growing the lab from %d to %d nodes\n", c.Nodes, o.Nodes)
+			c.Nodes = o.Nodes
 		}
 		if o.APIPort != 0 && o.APIPort != c.APIPort {
 			return nil, fmt.Errorf("--api-port %d: the lab at %s uses port %d; remove it first with `sluice-lab down --state-dir %s`", o.APIPort, c.StateDir, c.APIPort, c.StateDir)
@@ -147,19 +151,8 @@ func (l *Lab) up(ctx context.Context, demo bool) error {
 	if err := l.ensurePKI(); err != nil {
 		return fmt.Errorf("certificates: %w", err)
 	}
-	healthy, why := TopologyHealthy(ctx, l.R, c)
-	if !healthy {
-		if l.anyNetnsExists(ctx) {
-			fmt.Fprintf(l.Out, "found a half-started lab (%s): rebuilding its network, keeping its state\n", why)
-			l.stopAll(ctx)
-			if err := l.deleteNetns(ctx); err != nil {
-				return fmt.Errorf("clear the half-started lab: %w (run `sluice-lab down --state-dir %s`)", err, c.StateDir)
-			}
-		}
-		fmt.Fprintf(l.Out, "fabric: %s on bridge %s in namespace %s\n", c.Fabric, bridgeName, c.FabricNetns())
-		if err := BuildTopology(ctx, l.R, c); err != nil {
-			return fmt.Errorf("build the fabric: %w (clear it with `sluice-lab down --state-dir %s`)", err, c.StateDir)
-		}
+	if err := l.repairTopology(ctx); err != nil {
+		return err
 	}
 	if err := l.preparNodes(); err != nil {
 		return err
@@ -500,4 +493,51 @@ func (l *Lab) checkPortFree() error {
 		return fmt.Errorf("--api-port %d: 127.0.0.1:%d is already in use by another program; choose a free port with --api-port", l.C.APIPort, l.C.APIPort)
 	}
 	return ln.Close()
+}
+
+// repairTopology builds what is missing of the lab's network and leaves the
+// rest alone: a new lab gets everything, a half-started one its missing
+// members (a member's namespace without its address is rebuilt, whatever
+// ran in it is stopped and started again later), a grown one its new nodes.
+func (l *Lab) repairTopology(ctx context.Context) error {
+	c := l.C
+	names, err := ListNetns(ctx, l.R)
+	if err != nil {
+		return err
+	}
+	have := map[string]bool{}
+	for _, n := range names {
+		have[n] = true
+	}
+	if !have[c.FabricNetns()] {
+		if l.anyNetnsExists(ctx) {
+			fmt.Fprintf(l.Out, "found a half-started lab (no fabric namespace): rebuilding its network, keeping its state\n")
+			l.stopAll(ctx)
+			if err := l.deleteNetns(ctx); err != nil {
+				return fmt.Errorf("clear the half-started lab: %w (run `sluice-lab down --state-dir %s`)", err, c.StateDir)
+			}
+			have = map[string]bool{}
+		}
+		fmt.Fprintf(l.Out, "fabric: %s on bridge %s in namespace %s\n", c.Fabric, bridgeName, c.FabricNetns())
+		if err := run(ctx, l.R, FabricCommands(c)); err != nil {
+			return fmt.Errorf("build the fabric: %w (clear it with `sluice-lab down --state-dir %s`)", err, c.StateDir)
+		}
+	}
+	for _, m := range c.Members() {
+		if memberHealthy(ctx, l.R, have, m) {
+			continue
+		}
+		if have[m.Netns] {
+			fmt.Fprintf(l.Out, "found a half-made host %s: rebuilding it\n", m.Netns)
+			killAllIn(netns.Path(m.Netns))
+			l.R.Run(ctx, "ip", "-n", c.FabricNetns(), "link", "del", "v-"+m.Name)
+			if _, err := l.R.Run(ctx, "ip", "netns", "del", m.Netns); err != nil {
+				return fmt.Errorf("clear %s: %w (run `sluice-lab down --state-dir %s`)", m.Netns, err, c.StateDir)
+			}
+		}
+		if err := run(ctx, l.R, MemberCommands(c, m)); err != nil {
+			return fmt.Errorf("attach %s to the fabric: %w (clear it with `sluice-lab down --state-dir %s`)", m.Name, err, c.StateDir)
+		}
+	}
+	return nil
 }

@@ -389,6 +389,41 @@ func TestAgentCrash(t *testing.T) {
 	}
 }
 
+// TestNodeJoin grows the lab by one node: it gets a subnet, and a pod on it is
+// reachable from existing pods within seconds.
+func TestNodeJoin(t *testing.T) {
+	e := sl
+	ns := "e2e-join"
+	e.namespace(t, ns)
+	e.applyPod(t, ns, "old", "node1", "http")
+	old := e.waitReady(t, ns, "old")["old"]
+	t0 := time.Now()
+	if out := e.must(t, "up", "--nodes", "4"); !strings.Contains(out, "kubelet-node4") {
+		t.Fatalf("up --nodes 4 did not start node4:\n%s", out)
+	}
+	cfg, err := lab.LoadConfig(e.stateDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.cfg = cfg
+	eventually(t, 30*time.Second, "HostSubnet for node4", func() error {
+		if _, ok := e.hostSubnets(t)["node4"]; !ok {
+			return fmt.Errorf("none yet")
+		}
+		return nil
+	})
+	e.applyPod(t, ns, "new", "node4", "http")
+	fresh := e.waitReady(t, ns, "new")["new"]
+	eventually(t, 30*time.Second, "old pod reaches the new node's pod", func() error {
+		out, code := e.sh("exec", ns+"/old", "--", labBin, "probe", "tcp", fresh.Status.PodIP+":80", "--timeout", "1s")
+		if code != 0 || !strings.HasPrefix(out, "new "+old.Status.PodIP+":") {
+			return fmt.Errorf("%q", out)
+		}
+		return nil
+	})
+	t.Logf("node4 joined and its pod was reachable from node1 %s after `up --nodes 4` began", time.Since(t0).Round(100*time.Millisecond))
+}
+
 // TestNodeDeletion: a deleted node's subnet is released and its routes
 // disappear from the other nodes. Runs last: it removes node3 for good.
 func TestNodeDeletionZ(t *testing.T) {
