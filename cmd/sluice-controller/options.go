@@ -1,0 +1,86 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"time"
+)
+
+// LeaseName is the coordination.k8s.io Lease the replicas elect a leader on.
+const LeaseName = "sluice-controller"
+
+// options are the controller's command-line settings.
+type options struct {
+	kubeconfig string
+
+	leaderElect          bool
+	leaderElectNamespace string
+	leaseDuration        time.Duration
+	renewDeadline        time.Duration
+	retryPeriod          time.Duration
+	id                   string
+
+	workers int
+	resync  time.Duration
+}
+
+func newOptions() *options {
+	return &options{
+		leaderElect:          true,
+		leaderElectNamespace: "kube-system",
+		// kube-controller-manager's defaults.
+		leaseDuration: 15 * time.Second,
+		renewDeadline: 10 * time.Second,
+		retryPeriod:   2 * time.Second,
+		workers:       1,
+		resync:        10 * time.Minute,
+	}
+}
+
+func (o *options) addFlags(fs *flag.FlagSet) {
+	fs.StringVar(&o.kubeconfig, "kubeconfig", o.kubeconfig, "kubeconfig file; empty means in-cluster configuration")
+	fs.BoolVar(&o.leaderElect, "leader-elect", o.leaderElect, "elect a leader among the replicas on the Lease "+LeaseName+"; only the leader works")
+	fs.StringVar(&o.leaderElectNamespace, "leader-elect-namespace", o.leaderElectNamespace, "namespace of the leader-election Lease")
+	fs.DurationVar(&o.leaseDuration, "leader-elect-lease-duration", o.leaseDuration, "how long a non-leader waits after the last renewal before taking over")
+	fs.DurationVar(&o.renewDeadline, "leader-elect-renew-deadline", o.renewDeadline, "how long the leader keeps trying to renew before it gives up leading")
+	fs.DurationVar(&o.retryPeriod, "leader-elect-retry-period", o.retryPeriod, "interval between attempts to acquire or renew the lease")
+	fs.StringVar(&o.id, "id", o.id, "this replica's identity in the Lease (default hostname_pid)")
+	fs.IntVar(&o.workers, "workers", o.workers, "reconcile workers (allocation itself is serialised)")
+	fs.DurationVar(&o.resync, "resync", o.resync, "informer resync period: how often everything is reconciled even without events")
+}
+
+// complete fills in defaults that depend on the environment.
+func (o *options) complete() error {
+	if o.id == "" {
+		host, err := os.Hostname()
+		if err != nil {
+			return fmt.Errorf("--id: no hostname to default to: %w", err)
+		}
+		o.id = fmt.Sprintf("%s_%d", host, os.Getpid())
+	}
+	return nil
+}
+
+func (o *options) validate() error {
+	var errs []error
+	if o.leaderElect {
+		if o.leaderElectNamespace == "" {
+			errs = append(errs, errors.New("--leader-elect-namespace must not be empty"))
+		}
+		if o.leaseDuration <= o.renewDeadline {
+			errs = append(errs, fmt.Errorf("--leader-elect-lease-duration %v must be greater than --leader-elect-renew-deadline %v", o.leaseDuration, o.renewDeadline))
+		}
+		if o.retryPeriod <= 0 || o.renewDeadline <= o.retryPeriod {
+			errs = append(errs, fmt.Errorf("--leader-elect-renew-deadline %v must be greater than --leader-elect-retry-period %v, which must be positive", o.renewDeadline, o.retryPeriod))
+		}
+	}
+	if o.workers < 1 {
+		errs = append(errs, fmt.Errorf("--workers %d: want at least 1", o.workers))
+	}
+	if o.resync < 0 {
+		errs = append(errs, fmt.Errorf("--resync %v: want 0 (never) or more", o.resync))
+	}
+	return errors.Join(errs...)
+}
