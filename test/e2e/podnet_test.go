@@ -39,7 +39,7 @@ func (e *labEnv) hostSubnets(t *testing.T) map[string]hostSubnet {
 func (e *labEnv) namespace(t *testing.T, ns string) {
 	t.Helper()
 	e.kubectl(t, "create", "namespace", ns)
-	t.Cleanup(func() { e.sh("kubectl", "--", "delete", "namespace", ns, "--wait=false") })
+	t.Cleanup(func() { e.sh("kubectl", "--", "delete", "namespace", ns, "--wait=true", "--timeout=180s") })
 	eventually(t, 30*time.Second, "default service account in "+ns, func() error {
 		if _, code := e.sh("kubectl", "--", "-n", ns, "get", "sa", "default"); code != 0 {
 			return fmt.Errorf("missing")
