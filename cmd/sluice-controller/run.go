@@ -43,7 +43,8 @@ func run(ctx context.Context, o *options) error {
 		return fmt.Errorf("sluice client: %w", err)
 	}
 
-	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
+	// Not bound to ctx: events of the shutdown (the lease released) should still go out.
+	broadcaster := record.NewBroadcaster(record.WithContext(context.WithoutCancel(ctx)))
 	defer broadcaster.Shutdown()
 	broadcaster.StartStructuredLogging(4)
 	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: kube.CoreV1().Events("")})

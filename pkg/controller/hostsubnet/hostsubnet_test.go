@@ -341,3 +341,22 @@ func TestOlder(t *testing.T) {
 		}
 	}
 }
+
+// TestStaleCacheDoesNotDelete: the cache shows an older HostSubnet overlapping b's, but the
+// API server no longer has it. b's HostSubnet, which pods may use, stays.
+func TestStaleCacheDoesNotDelete(t *testing.T) {
+	f := newFixture(t, defaultNetwork, node("a", "172.28.0.11"), node("b", "172.28.0.12"),
+		hostSubnet("a", "172.28.0.11", "10.128.0.0/23"))
+	f.tick()
+	if _, err := f.sluice.SluiceV1alpha1().HostSubnets().Create(context.Background(), hostSubnet("b", "172.28.0.12", "10.128.0.0/23"), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	c := f.newController() // its cache shows both
+	if err := f.sluice.SluiceV1alpha1().HostSubnets().Delete(context.Background(), "a", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	c.syncKeys("b")
+	f.wantSubnets("b=172.28.0.12,10.128.0.0/23")
+	c.settle()
+	f.wantSubnets("a=172.28.0.11,10.128.2.0/23", "b=172.28.0.12,10.128.0.0/23")
+}

@@ -95,6 +95,12 @@ func (c *Controller) syncExisting(ctx context.Context, node *corev1.Node, hs *sl
 	}
 	if older := olderOverlapping(hs, all); older != nil {
 		if alloc := c.validAllocator(); alloc != nil {
+			// The cache may be behind: deleting a HostSubnet whose subnet pods use is not
+			// done on its word. Both must still be there, as seen, on the API server.
+			confirmed, err := c.confirmOverlap(ctx, hs, older)
+			if err != nil || !confirmed {
+				return err // not confirmed: the cache's next events bring us back
+			}
 			if err := c.yield(ctx, node, hs, older); err != nil {
 				return err
 			}
@@ -119,6 +125,24 @@ func (c *Controller) syncExisting(ctx context.Context, node *corev1.Node, hs *sl
 	}
 	logger.Info("Updated HostSubnet hostIP", "from", hs.Spec.HostIP, "to", ip)
 	return nil
+}
+
+// confirmOverlap reports whether the API server still has both HostSubnets as the cache
+// shows them (same UID and subnet).
+func (c *Controller) confirmOverlap(ctx context.Context, mine, older *sluicev1alpha1.HostSubnet) (bool, error) {
+	for _, want := range []*sluicev1alpha1.HostSubnet{mine, older} {
+		got, err := c.sluice.SluiceV1alpha1().HostSubnets().Get(ctx, want.Name, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			return false, nil
+		}
+		if err != nil {
+			return false, fmt.Errorf("confirm the overlap of HostSubnets %s and %s: %w", mine.Name, older.Name, err)
+		}
+		if got.UID != want.UID || got.Spec.Subnet != want.Spec.Subnet {
+			return false, nil
+		}
+	}
+	return true, nil
 }
 
 // validAllocator is an allocator for the ClusterNetwork in the cache, or nil when there is
