@@ -176,6 +176,17 @@ func TestPodNetwork(t *testing.T) {
 		t.Errorf("pod MTU: %s", out)
 	}
 
+	// Bad input: a ClusterNetwork whose service network overlaps the pod
+	// network is refused with the field named, and nothing running changes.
+	bad := filepath.Join(t.TempDir(), "cn.yaml")
+	os.WriteFile(bad, []byte(strings.Replace(e.cfg.ClusterNetworkManifest(), "serviceNetwork: "+e.cfg.ServiceCIDR.String(), "serviceNetwork: 10.130.0.0/16", 1)), 0o644)
+	if out, code := e.sh("kubectl", "--", "apply", "-f", bad); code == 0 || !strings.Contains(out, "spec.serviceNetwork") {
+		t.Errorf("overlapping serviceNetwork: exit %d, %s", code, out)
+	}
+	if out := e.must(t, "exec", ns+"/a1", "--", labBin, "probe", "tcp", pods["c1"].Status.PodIP+":80"); !strings.HasPrefix(out, "c1 ") {
+		t.Errorf("a1 → c1 after a refused ClusterNetwork change: %q", out)
+	}
+
 	// Deleting a pod returns its address and removes its interface.
 	a2 := pods["a2"]
 	e.kubectl(t, "-n", ns, "delete", "pod", "a2", "--wait=true", "--timeout=60s")
