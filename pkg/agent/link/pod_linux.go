@@ -128,17 +128,7 @@ func SetupPod(p Pod) (string, error) {
 
 // TeardownPod deletes the container's veth pair (both ends go together, and
 // the host route with them). It succeeds if there is none.
-func TeardownPod(containerID string) error {
-	l, err := netlink.LinkByName(HostIfName(containerID))
-	var nf netlink.LinkNotFoundError
-	if errors.As(err, &nf) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	return netlink.LinkDel(l)
-}
+func TeardownPod(containerID string) error { return DeleteInterface(HostIfName(containerID)) }
 
 // CheckPod verifies that the pod's interfaces, address and routes are as
 // SetupPod left them.
