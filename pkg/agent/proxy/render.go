@@ -1,0 +1,368 @@
+package proxy
+
+import (
+	"crypto/sha256"
+	"encoding/base32"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/knftables"
+
+	"github.com/sluice-net/sluice/pkg/agent/dataplane"
+)
+
+// Base chains (the hooks the proxy attaches to). See README.md.
+const (
+	ChainNATPrerouting  = "svc-nat-prerouting"
+	ChainNATOutput      = "svc-nat-output"
+	ChainNATPostrouting = "svc-nat-postrouting"
+	ChainFilterInput    = "svc-filter-input"
+	ChainFilterForward  = "svc-filter-forward"
+	ChainFilterOutput   = "svc-filter-output"
+)
+
+// Regular chains, maps and sets of the proxy.
+const (
+	ChainServices         = "services"
+	ChainMarkMasq         = "mark-for-masquerade"
+	ChainMasquerading     = "masquerading"
+	ChainServiceEPCheck   = "service-endpoints-check"
+	ChainNodePortEPCheck  = "nodeport-endpoints-check"
+	ChainReject           = "reject-chain"
+	MapServiceIPs         = "service-ips"
+	MapServiceNodePorts   = "service-nodeports"
+	MapNoEndpointServices = "no-endpoint-services"
+	MapNoEndpointNodePort = "no-endpoint-nodeports"
+	SetNodePortIPs        = "nodeport-ips"
+)
+
+// Prefixes of the per-service-port and per-endpoint objects; Prune owns
+// every chain and set whose name starts with one of them.
+const (
+	prefixService  = "service-"
+	prefixLocal    = "local-"
+	prefixExternal = "external-"
+	prefixEndpoint = "endpoint-"
+	prefixAffinity = "affinity-"
+)
+
+// MasqMark is the packet-mark bit that asks the masquerading chain to
+// source-NAT a service connection. kube-proxy uses 0x4000; Sluice takes
+// 0x1000 so a node that still runs kube-proxy cannot confuse the two.
+const MasqMark = 0x1000
+
+// maxNameLen keeps names well below nftables' 256-byte limit.
+const maxNameLen = 200
+
+// nameBase is kube-proxy's servicePortChainNameBase: an 8-character hash of
+// the port's name and protocol (so truncation and the '/' in names never
+// collide) followed by a readable "ns/name/proto/port".
+func nameBase(n PortName, proto corev1.Protocol) string {
+	h := sha256.Sum256([]byte(n.String() + string(proto)))
+	s := base32.StdEncoding.EncodeToString(h[:])[:8] + "-" + n.Namespace + "/" + n.Name + "/" + strings.ToLower(string(proto)) + "/" + n.Port
+	return truncate(s)
+}
+
+func truncate(s string) string {
+	if len(s) > maxNameLen {
+		return s[:maxNameLen]
+	}
+	return s
+}
+
+func serviceChain(sp *ServicePort) string {
+	return truncate(prefixService + nameBase(sp.Name, sp.Protocol))
+}
+func localChain(sp *ServicePort) string {
+	return truncate(prefixLocal + nameBase(sp.Name, sp.Protocol))
+}
+func externalChain(sp *ServicePort) string {
+	return truncate(prefixExternal + nameBase(sp.Name, sp.Protocol))
+}
+
+// endpointBase names an endpoint's chain and affinity set; the hash covers
+// the endpoint too, so truncating a long service name keeps them distinct.
+func endpointBase(sp *ServicePort, e Endpoint) string {
+	h := sha256.Sum256([]byte(sp.Name.String() + string(sp.Protocol) + e.String()))
+	return truncate(base32.StdEncoding.EncodeToString(h[:])[:8] + "-" + sp.Name.Namespace + "/" + sp.Name.Name + "/" +
+		strings.ToLower(string(sp.Protocol)) + "/" + sp.Name.Port + "__" + e.IP.String() + "/" + itoa(e.Port))
+}
+func endpointChain(sp *ServicePort, e Endpoint) string {
+	return truncate(prefixEndpoint + endpointBase(sp, e))
+}
+func affinitySet(sp *ServicePort, e Endpoint) string {
+	return truncate(prefixAffinity + endpointBase(sp, e))
+}
+
+func proto(p corev1.Protocol) string { return strings.ToLower(string(p)) }
+
+// Objects are the names of the per-service chains and sets st needs.
+func Objects(st State) (chains, sets []string) {
+	for i := range st.Services {
+		sp := &st.Services[i]
+		if len(sp.Cluster) > 0 {
+			chains = append(chains, serviceChain(sp))
+		}
+		if len(sp.Local) > 0 {
+			chains = append(chains, localChain(sp))
+		}
+		if hasExternalChain(sp) {
+			chains = append(chains, externalChain(sp))
+		}
+		for _, e := range reachable(sp) {
+			chains = append(chains, endpointChain(sp, e))
+			if sp.AffinitySeconds > 0 {
+				sets = append(sets, affinitySet(sp, e))
+			}
+		}
+	}
+	return chains, sets
+}
+
+// reachable: the union of the endpoints any chain of sp jumps to.
+func reachable(sp *ServicePort) []Endpoint {
+	out := slices.Clone(sp.Cluster)
+	for _, e := range sp.Local {
+		if !slices.ContainsFunc(out, func(x Endpoint) bool { return x.IP == e.IP && x.Port == e.Port }) {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// hasExternalChain: external destinations exist and some traffic to them
+// can be served (local endpoints, or cluster ones for the short-circuits of
+// pod and host traffic under Local policy).
+func hasExternalChain(sp *ServicePort) bool {
+	return sp.ExternallyAccessible() && (len(sp.External()) > 0 || (sp.ExternalPolicyLocal && len(sp.Cluster) > 0))
+}
+
+// Render writes the proxy's whole part of the table for st into tx: the
+// skeleton is (re)added, every chain and map is flushed and refilled, so the
+// result does not depend on what the table held before, except for chains
+// and sets of services that are gone: Prune deletes those. Render refers to
+// the dataplane's cluster-cidrs set; the caller renders the dataplane
+// skeleton (dataplane.Render) first in the same transaction, or has already.
+func Render(tx *knftables.Transaction, st State) {
+	tx.Add(&knftables.Table{})
+	renderSkeleton(tx)
+
+	for _, m := range []string{MapServiceIPs, MapServiceNodePorts, MapNoEndpointServices, MapNoEndpointNodePort} {
+		tx.Flush(&knftables.Map{Name: m})
+	}
+	tx.Flush(&knftables.Set{Name: SetNodePortIPs})
+	for _, ip := range st.NodeIPs {
+		tx.Add(&knftables.Element{Set: SetNodePortIPs, Key: []string{ip.String()}})
+	}
+
+	for i := range st.Services {
+		renderService(tx, &st.Services[i])
+	}
+}
+
+func renderSkeleton(tx *knftables.Transaction) {
+	base := func(name string, t knftables.BaseChainType, h knftables.BaseChainHook, p knftables.BaseChainPriority, rules ...string) {
+		tx.Add(&knftables.Chain{Name: name, Type: &t, Hook: &h, Priority: &p})
+		tx.Flush(&knftables.Chain{Name: name})
+		for _, r := range rules {
+			tx.Add(&knftables.Rule{Chain: name, Rule: r})
+		}
+	}
+	chain := func(name string, rules ...string) {
+		tx.Add(&knftables.Chain{Name: name})
+		tx.Flush(&knftables.Chain{Name: name})
+		for _, r := range rules {
+			tx.Add(&knftables.Rule{Chain: name, Rule: r})
+		}
+	}
+	vmap := func(name, typ, comment string) {
+		tx.Add(&knftables.Map{Name: name, Type: typ, Comment: knftables.PtrTo(comment)})
+	}
+	tx.Add(&knftables.Set{Name: SetNodePortIPs, Type: "ipv4_addr", Comment: knftables.PtrTo("node addresses that serve node ports")})
+	vmap(MapServiceIPs, "ipv4_addr . inet_proto . inet_service : verdict", "cluster, external and load-balancer IPs")
+	vmap(MapServiceNodePorts, "inet_proto . inet_service : verdict", "node ports")
+	vmap(MapNoEndpointServices, "ipv4_addr . inet_proto . inet_service : verdict", "service IPs without usable endpoints")
+	vmap(MapNoEndpointNodePort, "inet_proto . inet_service : verdict", "node ports without usable endpoints")
+
+	mark := fmt.Sprintf("0x%x", MasqMark)
+	chain(ChainMarkMasq, "meta mark set meta mark or "+mark)
+	chain(ChainMasquerading,
+		"meta mark & "+mark+" == 0 return",
+		"meta mark set meta mark xor "+mark,
+		"masquerade fully-random")
+	chain(ChainReject, "reject")
+	chain(ChainServices,
+		knftables.Concat("ip daddr . meta l4proto . th dport vmap", "@"+MapServiceIPs),
+		knftables.Concat("ip daddr @"+SetNodePortIPs, "meta l4proto . th dport vmap", "@"+MapServiceNodePorts))
+	chain(ChainServiceEPCheck,
+		knftables.Concat("ip daddr . meta l4proto . th dport vmap", "@"+MapNoEndpointServices))
+	chain(ChainNodePortEPCheck,
+		knftables.Concat("ip daddr @"+SetNodePortIPs, "meta l4proto . th dport vmap", "@"+MapNoEndpointNodePort))
+
+	dstnatMinus10 := knftables.BaseChainPriority("dstnat - 10")
+	base(ChainFilterInput, knftables.FilterType, knftables.InputHook, dstnatMinus10,
+		"ct state new jump "+ChainNodePortEPCheck, "ct state new jump "+ChainServiceEPCheck)
+	base(ChainFilterForward, knftables.FilterType, knftables.ForwardHook, dstnatMinus10,
+		"ct state new jump "+ChainServiceEPCheck)
+	base(ChainFilterOutput, knftables.FilterType, knftables.OutputHook, dstnatMinus10,
+		"ct state new jump "+ChainNodePortEPCheck, "ct state new jump "+ChainServiceEPCheck)
+	base(ChainNATPrerouting, knftables.NATType, knftables.PreroutingHook, knftables.DNATPriority, "jump "+ChainServices)
+	base(ChainNATOutput, knftables.NATType, knftables.OutputHook, knftables.DNATPriority, "jump "+ChainServices)
+	base(ChainNATPostrouting, knftables.NATType, knftables.PostroutingHook, knftables.SNATPriority, "jump "+ChainMasquerading)
+}
+
+func renderService(tx *knftables.Transaction, sp *ServicePort) {
+	l4 := proto(sp.Protocol)
+	port := itoa(sp.Port)
+	comment := knftables.PtrTo(sp.Name.String() + "/" + l4)
+	timeout := time.Duration(sp.AffinitySeconds) * time.Second
+
+	// Endpoints first: the chains that jump to them must find them.
+	for _, e := range reachable(sp) {
+		ch := endpointChain(sp, e)
+		tx.Add(&knftables.Chain{Name: ch, Comment: knftables.PtrTo(sp.Name.String() + "/" + l4 + " " + e.String())})
+		tx.Flush(&knftables.Chain{Name: ch})
+		// Hairpin: a pod reaching itself through the service must see the
+		// reply come back from the service, not from itself.
+		tx.Add(&knftables.Rule{Chain: ch, Rule: knftables.Concat("ip saddr", e.IP.String(), "jump", ChainMarkMasq)})
+		if sp.AffinitySeconds > 0 {
+			set := affinitySet(sp, e)
+			tx.Add(&knftables.Set{Name: set, Type: "ipv4_addr", Flags: []knftables.SetFlag{knftables.DynamicFlag, knftables.TimeoutFlag}, Timeout: &timeout})
+			tx.Add(&knftables.Rule{Chain: ch, Rule: knftables.Concat("update", "@"+set, "{ ip saddr }")})
+		}
+		tx.Add(&knftables.Rule{Chain: ch, Rule: knftables.Concat("meta l4proto", l4, "dnat ip to", e.String())})
+	}
+
+	pick := func(ch string, eps []Endpoint) {
+		if sp.AffinitySeconds > 0 {
+			for _, e := range eps {
+				tx.Add(&knftables.Rule{Chain: ch, Rule: knftables.Concat("ip saddr", "@"+affinitySet(sp, e), "goto", endpointChain(sp, e))})
+			}
+		}
+		var vm []string
+		for i, e := range eps {
+			vm = append(vm, fmt.Sprintf("%d : goto %s", i, endpointChain(sp, e)))
+		}
+		tx.Add(&knftables.Rule{Chain: ch, Rule: knftables.Concat("numgen random mod", len(eps), "vmap {", strings.Join(vm, " , "), "}")})
+	}
+	if len(sp.Cluster) > 0 {
+		ch := serviceChain(sp)
+		tx.Add(&knftables.Chain{Name: ch, Comment: comment})
+		tx.Flush(&knftables.Chain{Name: ch})
+		if !sp.InternalPolicyLocal {
+			// Traffic to the cluster IP from outside the pod network (the
+			// node itself, a routed client) is masqueraded so the reply
+			// comes back through this node.
+			for _, vip := range sp.ClusterIPs {
+				tx.Add(&knftables.Rule{Chain: ch, Rule: knftables.Concat("ip daddr", vip.String(), "meta l4proto", l4, "th dport", port,
+					"ip saddr != @"+dataplane.SetClusterCIDR, "jump", ChainMarkMasq)})
+			}
+		}
+		pick(ch, sp.Cluster)
+	}
+	if len(sp.Local) > 0 {
+		ch := localChain(sp)
+		tx.Add(&knftables.Chain{Name: ch, Comment: comment})
+		tx.Flush(&knftables.Chain{Name: ch})
+		pick(ch, sp.Local)
+	}
+	if hasExternalChain(sp) {
+		ch := externalChain(sp)
+		tx.Add(&knftables.Chain{Name: ch, Comment: comment})
+		tx.Flush(&knftables.Chain{Name: ch})
+		if !sp.ExternalPolicyLocal {
+			tx.Add(&knftables.Rule{Chain: ch, Rule: "jump " + ChainMarkMasq})
+			tx.Add(&knftables.Rule{Chain: ch, Rule: "goto " + serviceChain(sp)})
+		} else {
+			if len(sp.Cluster) > 0 {
+				// Pods and the node itself get Cluster behaviour (the KEP's
+				// short-circuit): the source is not lost to them, and the
+				// node's own traffic is masqueraded like any host traffic.
+				tx.Add(&knftables.Rule{Chain: ch, Rule: knftables.Concat("ip saddr @"+dataplane.SetClusterCIDR, "goto", serviceChain(sp))})
+				tx.Add(&knftables.Rule{Chain: ch, Rule: knftables.Concat("fib saddr type local jump", ChainMarkMasq)})
+				tx.Add(&knftables.Rule{Chain: ch, Rule: knftables.Concat("fib saddr type local goto", serviceChain(sp))})
+			}
+			if len(sp.Local) > 0 {
+				tx.Add(&knftables.Rule{Chain: ch, Rule: "goto " + localChain(sp)})
+			} else {
+				// Endpoints elsewhere only: external clients keep their
+				// source, so they must not be sent across nodes.
+				tx.Add(&knftables.Rule{Chain: ch, Rule: "drop", Comment: knftables.PtrTo("no local endpoints")})
+			}
+		}
+	}
+
+	// No usable endpoint: reject (nothing anywhere) or drop (endpoints
+	// exist, just none this policy may use), before DNAT, in the filter
+	// chains; the nat chains never see these flows.
+	noEP := "goto " + ChainReject
+	if sp.HasEndpoints {
+		noEP = "drop"
+	}
+	if internal := sp.Internal(); len(internal) > 0 {
+		target := serviceChain(sp)
+		if sp.InternalPolicyLocal {
+			target = localChain(sp)
+		}
+		for _, vip := range sp.ClusterIPs {
+			tx.Add(&knftables.Element{Map: MapServiceIPs, Key: []string{vip.String(), l4, port}, Value: []string{"goto " + target}, Comment: comment})
+		}
+	} else {
+		for _, vip := range sp.ClusterIPs {
+			tx.Add(&knftables.Element{Map: MapNoEndpointServices, Key: []string{vip.String(), l4, port}, Value: []string{noEP}, Comment: comment})
+		}
+	}
+	ext := append(slices.Clone(sp.ExternalIPs), sp.LoadBalancerIPs...)
+	slices.SortFunc(ext, netip.Addr.Compare)
+	ext = slices.Compact(ext)
+	if hasExternalChain(sp) {
+		for _, ip := range ext {
+			tx.Add(&knftables.Element{Map: MapServiceIPs, Key: []string{ip.String(), l4, port}, Value: []string{"goto " + externalChain(sp)}, Comment: comment})
+		}
+		if sp.NodePort != 0 {
+			tx.Add(&knftables.Element{Map: MapServiceNodePorts, Key: []string{l4, itoa(sp.NodePort)}, Value: []string{"goto " + externalChain(sp)}, Comment: comment})
+		}
+	} else if sp.ExternallyAccessible() {
+		for _, ip := range ext {
+			tx.Add(&knftables.Element{Map: MapNoEndpointServices, Key: []string{ip.String(), l4, port}, Value: []string{noEP}, Comment: comment})
+		}
+		if sp.NodePort != 0 {
+			tx.Add(&knftables.Element{Map: MapNoEndpointNodePort, Key: []string{l4, itoa(sp.NodePort)}, Value: []string{noEP}, Comment: comment})
+		}
+	}
+}
+
+// Prune deletes the per-service chains and sets that exist in the table
+// (chains and sets as listed by knftables.Interface.List) but that st no
+// longer needs. Run it in the same transaction, after Render: Render has
+// already flushed every map and chain that could refer to them.
+func Prune(tx *knftables.Transaction, chains, sets []string, st State) {
+	wantChains, wantSets := Objects(st)
+	owned := func(name string, prefixes ...string) bool {
+		for _, p := range prefixes {
+			if strings.HasPrefix(name, p) {
+				return true
+			}
+		}
+		return false
+	}
+	for _, c := range chains {
+		if owned(c, prefixService, prefixLocal, prefixExternal, prefixEndpoint) && !slices.Contains(wantChains, c) {
+			tx.Flush(&knftables.Chain{Name: c})
+		}
+	}
+	for _, c := range chains {
+		if owned(c, prefixService, prefixLocal, prefixExternal, prefixEndpoint) && !slices.Contains(wantChains, c) {
+			tx.Delete(&knftables.Chain{Name: c})
+		}
+	}
+	for _, s := range sets {
+		if owned(s, prefixAffinity) && !slices.Contains(wantSets, s) {
+			tx.Delete(&knftables.Set{Name: s})
+		}
+	}
+}
