@@ -342,9 +342,15 @@ func renderService(tx *knftables.Transaction, sp *ServicePort) {
 // already flushed every map and chain that could refer to them.
 func Prune(tx *knftables.Transaction, chains, sets []string, st State) {
 	wantChains, wantSets := Objects(st)
+	// Owned: a known prefix followed by the 8-character base32 hash and a
+	// dash, so static chains such as service-endpoints-check never match.
 	owned := func(name string, prefixes ...string) bool {
 		for _, p := range prefixes {
-			if strings.HasPrefix(name, p) {
+			rest, ok := strings.CutPrefix(name, p)
+			if !ok || len(rest) < 10 || rest[8] != '-' {
+				continue
+			}
+			if strings.Trim(rest[:8], "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567") == "" {
 				return true
 			}
 		}

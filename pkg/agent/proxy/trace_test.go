@@ -1,0 +1,247 @@
+package proxy
+
+import (
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+
+	"sigs.k8s.io/knftables"
+)
+
+// pkt is the first packet of a new connection.
+type pkt struct {
+	src, dst string
+	proto    string // tcp, udp, sctp
+	port     int
+}
+
+// tracer walks a packet through the proxy's part of a rendered table, as the
+// kernel would: filter (dstnat-10) → nat dstnat → nat srcnat. It understands
+// exactly the rule shapes Render writes and fails the test on anything else,
+// so a rule it cannot read is a rule nobody checked. numgen branches are all
+// explored; affinity sets remember sources across traces.
+type tracer struct {
+	t        *testing.T
+	tbl      *knftables.FakeTable
+	affinity map[string][]netip.Addr
+}
+
+type tctx struct {
+	src, dst netip.Addr
+	proto    string
+	port     int
+	mark     bool
+	done     bool
+	verdict  string // drop, reject, accept, or dnat A:P
+	masq     bool
+}
+
+func newTracer(t *testing.T, f *knftables.Fake) *tracer {
+	return &tracer{t: t, tbl: f.Table, affinity: map[string][]netip.Addr{}}
+}
+
+// trace returns every possible outcome, sorted: "reject", "drop",
+// "accept" (not a service), or "dnat A:P" with " masq" when source-NATed.
+func (tr *tracer) trace(p pkt) []string {
+	c := tctx{src: netip.MustParseAddr(p.src), dst: netip.MustParseAddr(p.dst), proto: p.proto, port: p.port}
+	local := tr.inSet(SetNodePortIPs, c.src)
+	filter, nat := ChainFilterForward, ChainNATPrerouting
+	switch {
+	case local:
+		filter, nat = ChainFilterOutput, ChainNATOutput
+	case tr.inSet(SetNodePortIPs, c.dst):
+		filter = ChainFilterInput
+	}
+	var out []string
+	for _, f := range tr.run(filter, c) {
+		if f.done && f.verdict != "accept" {
+			out = append(out, f.verdict)
+			continue
+		}
+		f.done, f.verdict = false, ""
+		for _, n := range tr.run(nat, f) {
+			if n.done && (n.verdict == "drop" || n.verdict == "reject") {
+				out = append(out, n.verdict)
+				continue
+			}
+			n.done = false
+			res := n.verdict
+			if res == "" {
+				res = "accept"
+			}
+			for _, post := range tr.run(ChainNATPostrouting, n) {
+				r := res
+				if post.masq {
+					r += " masq"
+				}
+				out = append(out, r)
+			}
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+func (tr *tracer) run(chain string, c tctx) []tctx {
+	ch := tr.tbl.Chains[chain]
+	if ch == nil {
+		tr.t.Fatalf("no chain %q", chain)
+	}
+	return tr.rules(ch.Rules, 0, c)
+}
+
+func (tr *tracer) rules(rs []*knftables.Rule, i int, c tctx) []tctx {
+	if i == len(rs) {
+		return []tctx{c}
+	}
+	next := func(c tctx) []tctx { return tr.rules(rs, i+1, c) }
+	w := strings.Fields(rs[i].Rule)
+	// conditions
+	for len(w) > 0 {
+		var ok, cond bool
+		switch {
+		case hasPrefix(w, "ct", "state", "new"):
+			ok, cond, w = true, true, w[3:]
+		case hasPrefix(w, "fib", "saddr", "type", "local"):
+			ok, cond, w = tr.inSet(SetNodePortIPs, c.src), true, w[4:]
+		case hasPrefix(w, "meta", "mark", "&") && len(w) >= 6 && w[4] == "==":
+			ok, cond, w = c.mark == (w[5] != "0"), true, w[6:]
+		case (w[0] == "ip") && len(w) >= 3 && (w[1] == "saddr" || w[1] == "daddr") && w[2] != ".":
+			a := c.src
+			if w[1] == "daddr" {
+				a = c.dst
+			}
+			neg := w[2] == "!="
+			v := w[2]
+			n := 3
+			if neg {
+				v, n = w[3], 4
+			}
+			if strings.HasPrefix(v, "@") {
+				ok = tr.inSet(v[1:], a)
+			} else {
+				ok = a == netip.MustParseAddr(v)
+			}
+			ok, cond, w = ok != neg, true, w[n:]
+		case hasPrefix(w, "meta", "l4proto") && len(w) >= 3 && w[2] != ".":
+			ok, cond, w = c.proto == w[2], true, w[3:]
+		case hasPrefix(w, "th", "dport"):
+			ok, cond, w = strconv.Itoa(c.port) == w[2], true, w[3:]
+		}
+		if !cond {
+			break
+		}
+		if !ok {
+			return next(c)
+		}
+	}
+	// statements
+	switch {
+	case len(w) == 0:
+		return next(c)
+	case hasPrefix(w, "jump") || hasPrefix(w, "goto"):
+		return tr.verdict(w[0]+" "+w[1], c, next)
+	case len(w) == 1 && (w[0] == "drop" || w[0] == "reject"):
+		c.done, c.verdict = true, w[0]
+		return []tctx{c}
+	case len(w) == 1 && w[0] == "return":
+		return []tctx{c}
+	case hasPrefix(w, "meta", "mark", "set", "meta", "mark", "or"):
+		c.mark = true
+		return next(c)
+	case hasPrefix(w, "meta", "mark", "set", "meta", "mark", "xor"):
+		c.mark = false
+		return next(c)
+	case hasPrefix(w, "masquerade"):
+		c.masq = true
+		return []tctx{c}
+	case hasPrefix(w, "update") && strings.Join(w[2:], " ") == "{ ip saddr }":
+		s := strings.TrimPrefix(w[1], "@")
+		if !slices.Contains(tr.affinity[s], c.src) {
+			tr.affinity[s] = append(tr.affinity[s], c.src)
+		}
+		return next(c)
+	case hasPrefix(w, "dnat", "ip", "to"):
+		c.done, c.verdict = true, "dnat "+w[3]
+		return []tctx{c}
+	case hasPrefix(w, "numgen", "random", "mod") && w[4] == "vmap":
+		body := strings.Join(w[6:len(w)-1], " ")
+		var out []tctx
+		for _, e := range strings.Split(body, " , ") {
+			kv := strings.SplitN(e, " : ", 2)
+			out = append(out, tr.verdict(kv[1], c, next)...)
+		}
+		return out
+	case strings.Contains(strings.Join(w, " "), "vmap @"):
+		var key []string
+		for _, k := range strings.Split(strings.Join(w[:len(w)-2], " "), " . ") {
+			switch k {
+			case "ip daddr":
+				key = append(key, c.dst.String())
+			case "meta l4proto":
+				key = append(key, c.proto)
+			case "th dport":
+				key = append(key, strconv.Itoa(c.port))
+			default:
+				tr.t.Fatalf("tracer: unknown key %q in %q", k, rs[i].Rule)
+			}
+		}
+		m := tr.tbl.Maps[strings.TrimPrefix(w[len(w)-1], "@")]
+		if e := m.FindElement(key...); e != nil {
+			return tr.verdict(e.Value[0], c, next)
+		}
+		return next(c)
+	}
+	tr.t.Fatalf("tracer: cannot read rule %q", rs[i].Rule)
+	return nil
+}
+
+func (tr *tracer) verdict(v string, c tctx, next func(tctx) []tctx) []tctx {
+	w := strings.Fields(v)
+	switch w[0] {
+	case "goto":
+		return tr.run(w[1], c)
+	case "jump":
+		var out []tctx
+		for _, r := range tr.run(w[1], c) {
+			if r.done {
+				out = append(out, r)
+			} else {
+				out = append(out, next(r)...)
+			}
+		}
+		return out
+	case "drop", "reject", "accept":
+		c.done, c.verdict = true, w[0]
+		return []tctx{c}
+	}
+	tr.t.Fatalf("tracer: unknown verdict %q", v)
+	return nil
+}
+
+func (tr *tracer) inSet(name string, a netip.Addr) bool {
+	if strings.HasPrefix(name, prefixAffinity) {
+		return slices.Contains(tr.affinity[name], a)
+	}
+	s := tr.tbl.Sets[name]
+	if s == nil {
+		tr.t.Fatalf("tracer: no set %q", name)
+	}
+	for _, e := range s.Elements {
+		k := e.Key[0]
+		if p, err := netip.ParsePrefix(k); err == nil {
+			if p.Contains(a) {
+				return true
+			}
+		} else if netip.MustParseAddr(k) == a {
+			return true
+		}
+	}
+	return false
+}
+
+func hasPrefix(w []string, p ...string) bool {
+	return len(w) >= len(p) && slices.Equal(w[:len(p)], p)
+}
