@@ -3,6 +3,7 @@ package policy
 import (
 	"fmt"
 	"net/netip"
+	"sort"
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
@@ -63,7 +64,13 @@ func Validate(np *networkingv1.NetworkPolicy) field.ErrorList {
 // own, so the error names the exact field.
 func validateSelector(ls *metav1.LabelSelector, path *field.Path) field.ErrorList {
 	var errs field.ErrorList
-	for k, v := range ls.MatchLabels {
+	keys := make([]string, 0, len(ls.MatchLabels))
+	for k := range ls.MatchLabels {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys) // deterministic error order
+	for _, k := range keys {
+		v := ls.MatchLabels[k]
 		if _, err := metav1.LabelSelectorAsSelector(&metav1.LabelSelector{MatchLabels: map[string]string{k: v}}); err != nil {
 			errs = append(errs, field.Invalid(path.Child("matchLabels").Key(k), v, err.Error()))
 		}

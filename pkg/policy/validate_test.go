@@ -52,12 +52,17 @@ func TestValidate(t *testing.T) {
 		{name: "unknown policyType", np: np("x", "p", sel(), types("Forward")), want: []string{`spec.policyTypes[0]: Unsupported value: "Forward"`}},
 		{name: "three policyTypes", np: np("x", "p", sel(), types(networkingv1.PolicyTypeIngress, networkingv1.PolicyTypeEgress, networkingv1.PolicyTypeIngress)),
 			want: []string{"spec.policyTypes", "more than two"}},
+		{name: "several bad matchLabels, sorted", np: np("x", "p", sel("b", "bad value", "a", "bad value", "c", "bad value")),
+			want: []string{"matchLabels[a]", "matchLabels[b]", "matchLabels[c]"}},
 		{name: "several problems listed together", np: np("x", "p", badOp, ingress(inR{From: peers{{}}, Ports: ports{port(proto("ICMP"), num(0))}})),
 			want: []string{"spec.podSelector.matchExpressions[0]", "spec.ingress[0].from[0]", "spec.ingress[0].ports[0].protocol", "spec.ingress[0].ports[0].port"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			errs := Validate(&tt.np)
+			if again := Validate(&tt.np); again.ToAggregate() != nil && again.ToAggregate().Error() != errs.ToAggregate().Error() {
+				t.Errorf("error listing not deterministic: %v vs %v", errs, again)
+			}
 			if len(tt.want) == 0 {
 				if len(errs) > 0 {
 					t.Fatalf("Validate = %v, want no errors", errs)
