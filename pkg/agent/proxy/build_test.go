@@ -380,3 +380,34 @@ func TestBuildDeterministic(t *testing.T) {
 		t.Errorf("endpoints not sorted: %v", got)
 	}
 }
+
+func TestHealthChecks(t *testing.T) {
+	lb := func(name, ip string, hc int32) *corev1.Service {
+		return svc(name, func(s *corev1.Service) {
+			s.Spec.ClusterIP, s.Spec.ClusterIPs = ip, nil
+			s.Spec.Type = corev1.ServiceTypeLoadBalancer
+			s.Spec.ExternalTrafficPolicy = corev1.ServiceExternalTrafficPolicyLocal
+			s.Spec.HealthCheckNodePort = hc
+			s.Spec.Ports[0].NodePort = hc - 1000
+			s.Spec.Ports = append(s.Spec.Ports, corev1.ServicePort{Name: "https", Protocol: corev1.ProtocolTCP, Port: 443, NodePort: hc - 2000})
+		})
+	}
+	two := slice("a", "a-1", 8080, readyEP("10.128.0.2", "node-a"), readyEP("10.128.0.3", "node-a"), readyEP("10.128.1.2", "node-b"))
+	two.Ports = append(two.Ports, discoveryv1.EndpointPort{Name: ptr("https"), Protocol: ptr(corev1.ProtocolTCP), Port: ptr[int32](8443)})
+	st, _ := Build([]*corev1.Service{
+		lb("a", "172.30.0.20", 32001), lb("b", "172.30.0.21", 32002), lb("c", "172.30.0.22", 32003),
+		svc("cluster", func(s *corev1.Service) {
+			s.Spec.Type = corev1.ServiceTypeLoadBalancer
+			s.Spec.HealthCheckNodePort = 32004
+		}),
+	}, []*discoveryv1.EndpointSlice{
+		two,
+		slice("b", "b-1", 8080, readyEP("10.128.1.3", "node-b")),
+		slice("c", "c-1", 8080, ep{ip: "10.128.0.4", node: "node-a", ready: no, serving: yes, term: yes}),
+	}, node)
+	got := HealthChecks(st)
+	want := map[uint16]int{32001: 2, 32002: 0, 32003: 0}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("health checks %v, want %v", got, want)
+	}
+}

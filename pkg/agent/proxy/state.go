@@ -459,3 +459,30 @@ func filter(eps []Endpoint, keep func(Endpoint) bool) []Endpoint {
 }
 
 func itoa[T ~int32 | ~uint16 | int](v T) string { return strconv.Itoa(int(v)) }
+
+// HealthChecks returns, per health-check node port of a Local LoadBalancer
+// service, the number of distinct ready endpoint addresses on this node: the
+// health server answers 200 when it is positive and 503 otherwise, so load
+// balancers steer away from nodes without endpoints and from nodes whose
+// endpoints are only terminating (kube-proxy's LocalReadyEndpoints).
+func HealthChecks(st State) map[uint16]int {
+	out := map[uint16]int{}
+	seen := map[uint16]map[netip.Addr]bool{}
+	for _, sp := range st.Services {
+		if sp.HealthCheckNodePort == 0 {
+			continue
+		}
+		hc := sp.HealthCheckNodePort
+		if seen[hc] == nil {
+			seen[hc] = map[netip.Addr]bool{}
+			out[hc] = 0
+		}
+		for _, e := range sp.Local {
+			if e.Ready && !seen[hc][e.IP] {
+				seen[hc][e.IP] = true
+				out[hc]++
+			}
+		}
+	}
+	return out
+}
