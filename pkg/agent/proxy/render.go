@@ -215,7 +215,7 @@ func renderSkeleton(tx *knftables.Transaction) {
 	base(ChainNATPostrouting, knftables.NATType, knftables.PostroutingHook, knftables.SNATPriority, "jump "+ChainMasquerading)
 }
 
-func renderService(tx *knftables.Transaction, sp *ServicePort) {
+func renderService(tx writer, sp *ServicePort) {
 	l4 := proto(sp.Protocol)
 	port := itoa(sp.Port)
 	comment := knftables.PtrTo(sp.Name.String() + "/" + l4)

@@ -1,0 +1,111 @@
+package proxy
+
+import (
+	"reflect"
+	"slices"
+
+	"sigs.k8s.io/knftables"
+)
+
+// RenderPartial writes into tx only what changed from prev (which must be
+// exactly what the table holds, i.e. the last state a successful sync
+// programmed) to next: chains and map elements of added, changed and
+// removed service ports. Unchanged service ports are not touched, so their
+// affinity entries and the rest of the table survive. When the node's
+// addresses changed it falls back to a full Render plus Prune. After it,
+// the table equals a fresh full render of next (see the tests); any failed
+// transaction must be followed by a full sync (Render + Prune from the
+// listed table), never by another partial one.
+func RenderPartial(tx *knftables.Transaction, prev, next State) {
+	if !slices.Equal(prev.NodeIPs, next.NodeIPs) {
+		Render(tx, next)
+		chains, sets := Objects(prev)
+		Prune(tx, chains, sets, next)
+		return
+	}
+	key := func(sp *ServicePort) string { return sp.Name.String() + "/" + string(sp.Protocol) }
+	old := map[string]*ServicePort{}
+	for i := range prev.Services {
+		old[key(&prev.Services[i])] = &prev.Services[i]
+	}
+	seen := map[string]bool{}
+	for i := range next.Services {
+		sp := &next.Services[i]
+		k := key(sp)
+		seen[k] = true
+		o := old[k]
+		if o != nil && reflect.DeepEqual(o, sp) {
+			continue
+		}
+		if o == nil {
+			renderService(tx, sp)
+			continue
+		}
+		oldChains, oldSets := Objects(State{Services: []ServicePort{*o}})
+		newChains, newSets := Objects(State{Services: []ServicePort{*sp}})
+		for _, e := range elements(o) {
+			tx.Delete(e)
+		}
+		for _, c := range oldChains {
+			tx.Flush(&knftables.Chain{Name: c})
+		}
+		for _, s := range oldSets {
+			// A set whose timeout changed is recreated; others keep the
+			// clients they have learnt.
+			if o.AffinitySeconds != sp.AffinitySeconds || !slices.Contains(newSets, s) {
+				tx.Delete(&knftables.Set{Name: s})
+			}
+		}
+		renderService(tx, sp)
+		for _, c := range oldChains {
+			if !slices.Contains(newChains, c) {
+				tx.Delete(&knftables.Chain{Name: c})
+			}
+		}
+	}
+	for i := range prev.Services {
+		o := &prev.Services[i]
+		if seen[key(o)] {
+			continue
+		}
+		chains, sets := Objects(State{Services: []ServicePort{*o}})
+		for _, e := range elements(o) {
+			tx.Delete(e)
+		}
+		for _, c := range chains {
+			tx.Flush(&knftables.Chain{Name: c})
+		}
+		for _, c := range chains {
+			tx.Delete(&knftables.Chain{Name: c})
+		}
+		for _, s := range sets {
+			tx.Delete(&knftables.Set{Name: s})
+		}
+	}
+}
+
+// elements are the map elements renderService writes for sp.
+func elements(sp *ServicePort) []*knftables.Element {
+	rec := &recorder{}
+	renderService(rec, sp)
+	var out []*knftables.Element
+	for _, obj := range rec.added {
+		if e, ok := obj.(*knftables.Element); ok && e.Map != "" {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// writer is the part of *knftables.Transaction renderService uses.
+type writer interface {
+	Add(knftables.Object)
+	Flush(knftables.Object)
+}
+
+var _ writer = &knftables.Transaction{}
+
+type recorder struct{ added []knftables.Object }
+
+func (r *recorder) Add(o knftables.Object) { r.added = append(r.added, o) }
+func (r *recorder) Flush(knftables.Object) {}
