@@ -203,7 +203,9 @@ func renderSkeleton(tx *knftables.Transaction) {
 	chain(ChainNodePortEPCheck,
 		knftables.Concat("ip daddr @"+SetNodePortIPs, "meta l4proto . th dport vmap", "@"+MapNoEndpointNodePort))
 
-	dstnatMinus10 := knftables.BaseChainPriority("dstnat - 10")
+	// dstnat - 10, written as a number: older nft binaries restrict which
+	// hooks accept the named "dstnat" priority.
+	dstnatMinus10 := knftables.BaseChainPriority("-110")
 	base(ChainFilterInput, knftables.FilterType, knftables.InputHook, dstnatMinus10,
 		"ct state new jump "+ChainNodePortEPCheck, "ct state new jump "+ChainServiceEPCheck)
 	base(ChainFilterForward, knftables.FilterType, knftables.ForwardHook, dstnatMinus10,

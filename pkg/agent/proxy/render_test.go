@@ -203,9 +203,9 @@ func TestRenderContract(t *testing.T) {
 	dump := render(t, st).Dump()
 	web := st.Services[slices.IndexFunc(st.Services, func(s ServicePort) bool { return s.Name.Name == "web" })]
 	for _, want := range []string{
-		"add chain inet sluice svc-filter-input { type filter hook input priority dstnat - 10 ; }",
-		"add chain inet sluice svc-filter-forward { type filter hook forward priority dstnat - 10 ; }",
-		"add chain inet sluice svc-filter-output { type filter hook output priority dstnat - 10 ; }",
+		"add chain inet sluice svc-filter-input { type filter hook input priority -110 ; }",
+		"add chain inet sluice svc-filter-forward { type filter hook forward priority -110 ; }",
+		"add chain inet sluice svc-filter-output { type filter hook output priority -110 ; }",
 		"add chain inet sluice svc-nat-prerouting { type nat hook prerouting priority -100 ; }",
 		"add chain inet sluice svc-nat-output { type nat hook output priority -100 ; }",
 		"add chain inet sluice svc-nat-postrouting { type nat hook postrouting priority 100 ; }",
