@@ -411,3 +411,31 @@ func TestHealthChecks(t *testing.T) {
 		t.Errorf("health checks %v, want %v", got, want)
 	}
 }
+
+// One destination claimed twice would make the whole transaction fail: the
+// first claim wins, the second is reported.
+func TestBuildConflicts(t *testing.T) {
+	a := svc("a", func(s *corev1.Service) {
+		s.Spec.Type = corev1.ServiceTypeNodePort
+		s.Spec.Ports[0].NodePort = 30080
+		s.Spec.ExternalIPs = []string{"203.0.113.5", "172.30.0.11"}
+	})
+	b := svc("b", func(s *corev1.Service) {
+		s.Spec.ClusterIP, s.Spec.ClusterIPs = "172.30.0.11", nil
+		s.Spec.Type = corev1.ServiceTypeLoadBalancer
+		s.Spec.Ports[0].NodePort = 30080
+		s.Spec.ExternalIPs = []string{"203.0.113.5"}
+		s.Status.LoadBalancer.Ingress = []corev1.LoadBalancerIngress{{IP: "203.0.113.5"}, {IP: "203.0.113.6"}}
+	})
+	st, errs := Build([]*corev1.Service{b, a}, nil, node)
+	if len(errs) != 4 {
+		t.Errorf("want 4 conflicts, got %v", errs)
+	}
+	sa, sb := st.Services[0], st.Services[1]
+	if fmt.Sprint(sa.ExternalIPs) != "[203.0.113.5]" || sa.NodePort != 30080 {
+		t.Errorf("a lost its claims: %+v", sa)
+	}
+	if len(sb.ExternalIPs) != 0 || fmt.Sprint(sb.LoadBalancerIPs) != "[203.0.113.6]" || sb.NodePort != 0 {
+		t.Errorf("b kept conflicting claims: %+v", sb)
+	}
+}

@@ -161,7 +161,58 @@ func Build(services []*corev1.Service, slices_ []*discoveryv1.EndpointSlice, nod
 	slices.SortFunc(st.Services, func(a, b ServicePort) int {
 		return cmp.Or(cmp.Compare(a.Name.String(), b.Name.String()), cmp.Compare(a.Protocol, b.Protocol))
 	})
+	errs = append(errs, dropConflicts(&st)...)
 	return st, errs
+}
+
+// dropConflicts removes a destination (address, protocol, port) that two
+// service ports claim, keeping the first claim: cluster IPs before external
+// and load-balancer IPs, then service order. Two elements with one key
+// would make the whole nftables transaction fail, taking every service
+// down for one user's duplicate externalIP.
+func dropConflicts(st *State) []error {
+	type dest struct {
+		ip    netip.Addr
+		proto corev1.Protocol
+		port  uint16
+	}
+	owner := map[dest]string{}
+	nodePorts := map[dest]string{}
+	var errs []error
+	for i := range st.Services {
+		sp := &st.Services[i]
+		for _, ip := range sp.ClusterIPs {
+			owner[dest{ip, sp.Protocol, sp.Port}] = sp.Name.String()
+		}
+	}
+	for i := range st.Services {
+		sp := &st.Services[i]
+		keep := func(kind string, ips []netip.Addr) []netip.Addr {
+			var out []netip.Addr
+			for _, ip := range ips {
+				d := dest{ip, sp.Protocol, sp.Port}
+				if o, taken := owner[d]; taken && o != sp.Name.String() {
+					errs = append(errs, fmt.Errorf("service %s: %s %s %s/%d is already used by %s; ignored", sp.Name, kind, ip, sp.Protocol, sp.Port, o))
+					continue
+				}
+				owner[d] = sp.Name.String()
+				out = append(out, ip)
+			}
+			return out
+		}
+		sp.ExternalIPs = keep("externalIP", sp.ExternalIPs)
+		sp.LoadBalancerIPs = keep("load-balancer IP", sp.LoadBalancerIPs)
+		if sp.NodePort != 0 {
+			d := dest{proto: sp.Protocol, port: sp.NodePort}
+			if o, taken := nodePorts[d]; taken {
+				errs = append(errs, fmt.Errorf("service %s: node port %s/%d is already used by %s; ignored", sp.Name, sp.Protocol, sp.NodePort, o))
+				sp.NodePort = 0
+			} else {
+				nodePorts[d] = sp.Name.String()
+			}
+		}
+	}
+	return errs
 }
 
 func buildService(svc *corev1.Service, eps []*discoveryv1.EndpointSlice, node NodeInfo) ([]ServicePort, []error) {
