@@ -84,7 +84,7 @@ func Up(ctx context.Context, o UpOptions, out io.Writer) (*Lab, error) {
 			return nil, fmt.Errorf("--api-port %d: the lab at %s uses port %d; remove it first with `sluice-lab down --state-dir %s`", o.APIPort, c.StateDir, c.APIPort, c.StateDir)
 		}
 	case errors.Is(err, os.ErrNotExist):
-		c, err = NewConfig(o.StateDir, cmp(o.Nodes, 3), cmp(o.APIPort, DefaultAPIPort))
+		c, err = NewConfig(o.StateDir, orDefault(o.Nodes, 3), orDefault(o.APIPort, DefaultAPIPort))
 		if err != nil {
 			return nil, err
 		}
@@ -119,7 +119,7 @@ func Up(ctx context.Context, o UpOptions, out io.Writer) (*Lab, error) {
 	return l, l.up(ctx, o.Demo)
 }
 
-func cmp(v, def int) int {
+func orDefault(v, def int) int {
 	if v == 0 {
 		return def
 	}
@@ -154,7 +154,7 @@ func (l *Lab) up(ctx context.Context, demo bool) error {
 	if err := l.repairTopology(ctx); err != nil {
 		return err
 	}
-	if err := l.preparNodes(); err != nil {
+	if err := l.prepareNodes(); err != nil {
 		return err
 	}
 	for _, comp := range ControlPlaneComponents(c, bin) {
@@ -212,7 +212,7 @@ func (l *Lab) anyNetnsExists(ctx context.Context) bool {
 	return false
 }
 
-func (l *Lab) preparNodes() error {
+func (l *Lab) prepareNodes() error {
 	for _, n := range l.C.NodeNames() {
 		for _, d := range []string{l.C.CNIConfDir(n), l.C.CNIBinDir(n)} {
 			if err := os.MkdirAll(d, 0o755); err != nil {
