@@ -105,7 +105,7 @@ that runs pods in network namespaces through CNI.`,
 			return l.Status(cmd.Context(), cmd.OutOrStdout())
 		},
 	}
-	up.Flags().IntVar(&nodes, "nodes", 3, "number of nodes (new lab only)")
+	up.Flags().IntVar(&nodes, "nodes", 3, "number of nodes (on an existing lab, a larger number adds nodes)")
 	up.Flags().IntVar(&apiPort, "api-port", lab.DefaultAPIPort, "loopback port on the host forwarded to the API server (new lab only)")
 	up.Flags().BoolVar(&demo, "demo", false, "deploy the demo workload and print its connectivity matrix")
 	up.Flags().StringVar(&podNetwork, "pod-network", "", "sluice (default: Sluice's controller and agents) or none (new lab only)")
