@@ -14,7 +14,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
@@ -88,7 +87,7 @@ func Up(ctx context.Context, o UpOptions, out io.Writer) (*Lab, error) {
 		if err != nil {
 			return nil, err
 		}
-		c.NetnsMountBefore = isMountPoint(netns.RunDir)
+		c.NetnsMountBefore = netns.RunDirMounted()
 		if o.PodNetwork != "" {
 			c.PodNetwork = o.PodNetwork
 		}
@@ -452,7 +451,7 @@ func Down(ctx context.Context, stateDir string, out io.Writer) error {
 	if err := os.RemoveAll(l.C.StateDir); err != nil {
 		return err
 	}
-	if !l.C.NetnsMountBefore && isMountPoint(netns.RunDir) {
+	if !l.C.NetnsMountBefore && netns.RunDirMounted() {
 		if ents, err := os.ReadDir(netns.RunDir); err == nil && len(ents) == 0 {
 			if err := syscall.Unmount(netns.RunDir, syscall.MNT_DETACH); err != nil {
 				fmt.Fprintf(out, "warning: unmount %s: %v\n", netns.RunDir, err)
@@ -461,25 +460,6 @@ func Down(ctx context.Context, stateDir string, out io.Writer) error {
 	}
 	fmt.Fprintf(out, "lab at %s removed\n", l.C.StateDir)
 	return nil
-}
-
-// isMountPoint reports whether path is listed as a mount point in
-// /proc/self/mountinfo (/var/run is usually a symlink to /run).
-func isMountPoint(path string) bool {
-	real, err := filepath.EvalSymlinks(path)
-	if err != nil {
-		return false
-	}
-	b, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return false
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(line); len(f) > 4 && f[4] == real {
-			return true
-		}
-	}
-	return false
 }
 
 // checkPortFree fails early, before anything is made, when the API port is

@@ -19,6 +19,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"strings"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -131,4 +132,24 @@ func Pids(path string) ([]int, error) {
 		}
 	}
 	return pids, nil
+}
+
+// RunDirMounted reports whether RunDir is a mount point. `ip netns add`
+// makes it one (a shared bind mount of itself) the first time it runs, and
+// nothing removes it afterwards.
+func RunDirMounted() bool {
+	real, err := filepath.EvalSymlinks(RunDir)
+	if err != nil {
+		return false
+	}
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) > 4 && f[4] == real {
+			return true
+		}
+	}
+	return false
 }

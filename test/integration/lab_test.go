@@ -39,10 +39,10 @@ func TestMain(m *testing.M) {
 		fmt.Fprintf(os.Stderr, "build: %v\n%s", err, out)
 		os.Exit(1)
 	}
-	mounted := netnsMounted()
+	mounted := netns.RunDirMounted()
 	code := m.Run()
 	// `ip netns add` makes /run/netns a mount point; leave none behind.
-	if ents, _ := os.ReadDir(netns.RunDir); !mounted && netnsMounted() && len(ents) == 0 {
+	if ents, _ := os.ReadDir(netns.RunDir); !mounted && netns.RunDirMounted() && len(ents) == 0 {
 		syscall.Unmount(netns.RunDir, syscall.MNT_DETACH)
 	}
 	os.RemoveAll(dir)
@@ -240,18 +240,4 @@ func TestSandboxes(t *testing.T) {
 	if err := s.Delete(ctx, name); err != nil {
 		t.Errorf("second Delete: %v", err)
 	}
-}
-
-func netnsMounted() bool {
-	real, err := filepath.EvalSymlinks(netns.RunDir)
-	if err != nil {
-		return false
-	}
-	b, _ := os.ReadFile("/proc/self/mountinfo")
-	for _, l := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(l); len(f) > 4 && f[4] == real {
-			return true
-		}
-	}
-	return false
 }
