@@ -13,17 +13,19 @@ import (
 	"path/filepath"
 	"syscall"
 
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/sluice-net/sluice/pkg/agent/node"
+	v1alpha1 "github.com/sluice-net/sluice/pkg/apis/sluice/v1alpha1"
 	sluiceclient "github.com/sluice-net/sluice/pkg/client/clientset/versioned"
 	"github.com/sluice-net/sluice/pkg/cni"
 )
 
 func main() {
 	var o struct {
-		kubeconfig, node, stateDir, socket, binDir, confDir, plugin string
+		kubeconfig, node, stateDir, socket, binDir, confDir, plugin, serviceProxy string
 	}
 	fs := flag.NewFlagSet("sluice-agent", flag.ContinueOnError)
 	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig (empty: in-cluster)")
@@ -33,11 +35,18 @@ func main() {
 	fs.StringVar(&o.binDir, "cni-bin-dir", "/opt/cni/bin", "where to install the sluice-cni plugin")
 	fs.StringVar(&o.confDir, "cni-conf-dir", "/etc/cni/net.d", "where to write the CNI network configuration")
 	fs.StringVar(&o.plugin, "cni-plugin", "", "the sluice-cni binary to install (default: beside this binary)")
+	fs.StringVar(&o.serviceProxy, "service-proxy", "", "Sluice: load-balance Services here; External: leave them to kube-proxy (default: ClusterNetwork spec.serviceProxy)")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		os.Exit(2)
 	}
+	switch o.serviceProxy {
+	case "", v1alpha1.ServiceProxySluice, v1alpha1.ServiceProxyExternal:
+	default:
+		fmt.Fprintf(os.Stderr, "sluice-agent: --service-proxy %q: want %s or %s\n", o.serviceProxy, v1alpha1.ServiceProxySluice, v1alpha1.ServiceProxyExternal)
+		os.Exit(2)
+	}
 	if err := run(o.kubeconfig, node.Config{NodeName: o.node, StateDir: o.stateDir, CNISocket: o.socket,
-		CNIBinDir: o.binDir, CNIConfDir: o.confDir, PluginPath: o.plugin}); err != nil {
+		CNIBinDir: o.binDir, CNIConfDir: o.confDir, PluginPath: o.plugin, ServiceProxy: o.serviceProxy}); err != nil {
 		fmt.Fprintln(os.Stderr, "sluice-agent:", err)
 		os.Exit(1)
 	}
@@ -68,6 +77,9 @@ func run(kubeconfig string, c node.Config) error {
 		return err
 	}
 	if c.Client, err = sluiceclient.NewForConfig(rc); err != nil {
+		return err
+	}
+	if c.Kube, err = kubernetes.NewForConfig(rc); err != nil {
 		return err
 	}
 	c.Log = slog.New(slog.NewTextHandler(os.Stderr, nil)).With("node", c.NodeName)

@@ -45,6 +45,10 @@ type Config struct {
 	NetnsMountBefore bool `json:"netnsMountBefore"`
 	// PodNetwork is "sluice" (Sluice's controller and agents) or "none".
 	PodNetwork string `json:"podNetwork"`
+	// ServiceProxy is who load-balances Services: "sluice" (the agents;
+	// also when empty, for labs made before the field existed),
+	// "kube-proxy-nftables" or "kube-proxy-iptables".
+	ServiceProxy string `json:"serviceProxy,omitempty"`
 	// SluiceBinDir holds sluice-controller, sluice-agent and sluice-cni.
 	SluiceBinDir string `json:"sluiceBinDir,omitempty"`
 }
@@ -107,6 +111,10 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("serviceCIDR %s: not a CIDR", c.ServiceCIDR)
 	case c.PodNetwork != PodNetworkSluice && c.PodNetwork != PodNetworkNone:
 		return fmt.Errorf("podNetwork %q: want %s or %s", c.PodNetwork, PodNetworkSluice, PodNetworkNone)
+	case c.ServiceProxy != "" && c.ServiceProxy != ServiceProxySluice && c.ServiceProxy != ServiceProxyKubeProxyNFTables && c.ServiceProxy != ServiceProxyKubeProxyIPTables:
+		return fmt.Errorf("serviceProxy %q: want %s, %s or %s", c.ServiceProxy, ServiceProxySluice, ServiceProxyKubeProxyNFTables, ServiceProxyKubeProxyIPTables)
+	case c.ServiceProxy != "" && c.ServiceProxy != ServiceProxySluice && c.PodNetwork != PodNetworkSluice:
+		return fmt.Errorf("serviceProxy %q needs podNetwork %s (kube-proxy runs beside Sluice's agents)", c.ServiceProxy, PodNetworkSluice)
 	}
 	return nil
 }

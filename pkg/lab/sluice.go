@@ -5,9 +5,12 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/sluice-net/sluice/deploy"
+	v1alpha1 "github.com/sluice-net/sluice/pkg/apis/sluice/v1alpha1"
+	"github.com/sluice-net/sluice/pkg/lab/kubebuild"
 	"github.com/sluice-net/sluice/pkg/lab/pki"
 )
 
@@ -16,6 +19,25 @@ const (
 	PodNetworkSluice = "sluice" // Sluice's controller and agents (default)
 	PodNetworkNone   = "none"   // no pod network: bring your own CNI configuration
 )
+
+// Service proxies the lab can run with: Sluice's agents, or kube-proxy
+// (built with the lab's other Kubernetes binaries) in one of its modes, for
+// comparisons; then the ClusterNetwork says serviceProxy: External.
+const (
+	ServiceProxySluice            = "sluice"
+	ServiceProxyKubeProxyNFTables = "kube-proxy-nftables"
+	ServiceProxyKubeProxyIPTables = "kube-proxy-iptables"
+)
+
+// kubeProxyMode is kube-proxy's --proxy-mode for the lab's service proxy,
+// "" when Sluice's agents load-balance.
+func (c *Config) kubeProxyMode() string {
+	mode, _ := strings.CutPrefix(c.ServiceProxy, "kube-proxy-")
+	if mode == c.ServiceProxy {
+		return ""
+	}
+	return mode
+}
 
 // Lab defaults for the ClusterNetwork, as OpenShift SDN's: 10.128.0.0/14
 // in /23 host subnets (hostSubnetLength 9).
@@ -31,7 +53,8 @@ var SluiceBinaries = []string{"sluice-controller", "sluice-agent", "sluice-cni"}
 // SluiceComponents renders the command lines of Sluice in the lab: two
 // controller replicas (one active, by leader election) on the control-plane
 // host, and one agent per node in the node's namespace, installing its CNI
-// plugin and configuration into the node's own CNI directories.
+// plugin and configuration into the node's own CNI directories; and, when
+// the lab's services go to kube-proxy, one kube-proxy per node.
 func SluiceComponents(c *Config) []Component {
 	if c.PodNetwork != PodNetworkSluice {
 		return nil
@@ -62,6 +85,24 @@ func SluiceComponents(c *Config) []Component {
 				"--cni-conf-dir=" + c.CNIConfDir(n),
 				"--cni-plugin=" + bin("sluice-cni")},
 		})
+		if mode := c.kubeProxyMode(); mode != "" {
+			comps = append(comps, Component{
+				Name:  "kube-proxy-" + n,
+				Netns: m.Netns,
+				Argv: []string{filepath.Join(kubebuild.BinDir(), "kube-proxy"),
+					"--kubeconfig=" + c.Path("kubeconfigs", "kube-proxy.conf"),
+					"--hostname-override=" + n,
+					"--proxy-mode=" + mode,
+					"--cluster-cidr=" + LabClusterCIDR,
+					"--metrics-bind-address=127.0.0.1:10249",
+					"--healthz-bind-address=0.0.0.0:10256",
+					// Leave the machine-wide conntrack settings alone.
+					"--conntrack-max-per-core=0",
+					"--conntrack-tcp-timeout-established=0",
+					"--conntrack-tcp-timeout-close-wait=0",
+					"--v=1"},
+			})
+		}
 	}
 	return comps
 }
@@ -79,6 +120,10 @@ func (c *Config) sluiceIdentities() []pki.Request {
 	reqs := []pki.Request{{Name: "sluice-controller", CN: "sluice-controller"}}
 	for _, n := range c.NodeNames() {
 		reqs = append(reqs, pki.Request{Name: "sluice-agent-" + n, CN: "sluice-agent:" + n, Orgs: []string{"sluice:agents"}})
+	}
+	if c.kubeProxyMode() != "" {
+		// Bound to system:node-proxier by the API server's bootstrap policy.
+		reqs = append(reqs, pki.Request{Name: "kube-proxy", CN: "system:kube-proxy"})
 	}
 	return reqs
 }
@@ -98,7 +143,16 @@ spec:
   encapsulation: VXLAN
   vxlanPort: 4789
   mtu: 1500
-`, LabClusterCIDR, LabHostSubnetLength, c.ServiceCIDR)
+  serviceProxy: %s
+`, LabClusterCIDR, LabHostSubnetLength, c.ServiceCIDR, c.clusterServiceProxy())
+}
+
+// clusterServiceProxy is the ClusterNetwork's spec.serviceProxy.
+func (c *Config) clusterServiceProxy() string {
+	if c.kubeProxyMode() != "" {
+		return v1alpha1.ServiceProxyExternal
+	}
+	return v1alpha1.ServiceProxySluice
 }
 
 // labBindings grants the lab's certificate identities the roles in deploy/rbac.

@@ -33,6 +33,7 @@ type UpOptions struct {
 	// PodNetwork and SluiceBinDir: for a new lab; empty means the default
 	// (sluice, and the directory of the running executable).
 	PodNetwork   string
+	ServiceProxy string
 	SluiceBinDir string
 }
 
@@ -90,6 +91,9 @@ func Up(ctx context.Context, o UpOptions, out io.Writer) (*Lab, error) {
 		c.NetnsMountBefore = netns.RunDirMounted()
 		if o.PodNetwork != "" {
 			c.PodNetwork = o.PodNetwork
+		}
+		if o.ServiceProxy != "" {
+			c.ServiceProxy = o.ServiceProxy
 		}
 		c.SluiceBinDir = o.SluiceBinDir
 		if c.SluiceBinDir == "" {

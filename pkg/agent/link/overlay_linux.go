@@ -150,9 +150,13 @@ func (o *Overlay) SyncRemotes(remotes []Remote) error {
 	return errors.Join(errs...)
 }
 
-// SyncDirectRoutes programs encapsulation None: each remote subnet via the
-// remote node's address on the underlay device; stale ones are removed.
-func SyncDirectRoutes(underlay string, remotes []Remote) error {
+// SyncDirectRoutes programs the agent's routes on the underlay device: for
+// encapsulation None, each remote subnet via the remote node's address;
+// and the service networks as on-link routes, so that the node's own
+// connections to a service address find a route before the service proxy
+// DNATs them (a node without a default route would otherwise refuse to
+// send). Stale agent routes on the device are removed.
+func SyncDirectRoutes(underlay string, remotes []Remote, services []netip.Prefix) error {
 	l, err := netlink.LinkByName(underlay)
 	if err != nil {
 		return err
@@ -164,6 +168,12 @@ func SyncDirectRoutes(underlay string, remotes []Remote) error {
 		want[r.Subnet.Masked().String()] = true
 		if err := netlink.RouteReplace(&netlink.Route{LinkIndex: idx, Dst: prefixNet(r.Subnet), Gw: r.NodeIP.AsSlice(), Protocol: RouteProtocol}); err != nil {
 			errs = append(errs, fmt.Errorf("route to %s via %s (%s): %w", r.Subnet, r.NodeIP, r.Node, err))
+		}
+	}
+	for _, p := range services {
+		want[p.Masked().String()] = true
+		if err := netlink.RouteReplace(&netlink.Route{LinkIndex: idx, Dst: prefixNet(p), Scope: netlink.SCOPE_LINK, Protocol: RouteProtocol}); err != nil {
+			errs = append(errs, fmt.Errorf("route to the service network %s: %w", p, err))
 		}
 	}
 	routes, _ := netlink.RouteListFiltered(unix.AF_INET, &netlink.Route{LinkIndex: idx, Protocol: RouteProtocol},

@@ -16,6 +16,7 @@ import (
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/knftables"
 
@@ -38,7 +39,13 @@ type Config struct {
 	CNIConfDir string // where the conflist is written (/etc/cni/net.d)
 	PluginPath string // the sluice-cni binary to install
 	Client     sluiceclient.Interface
-	Log        *slog.Logger
+	// Kube reads Services, EndpointSlices and this Node for the service
+	// proxy; nil runs no service proxy.
+	Kube kubernetes.Interface
+	// ServiceProxy overrides ClusterNetwork spec.serviceProxy when set:
+	// Sluice (the agent load-balances Services) or External (kube-proxy does).
+	ServiceProxy string
+	Log          *slog.Logger
 }
 
 // Agent runs the pod network of one node.
@@ -52,6 +59,7 @@ type Agent struct {
 	underlay    string
 	self        *v1alpha1.HostSubnet
 	resync      chan struct{}
+	services    serviceProxy
 }
 
 // ConflistName is the file the agent installs in the CNI configuration
@@ -234,15 +242,19 @@ func (a *Agent) sync(ctx context.Context) error {
 		}
 		remotes = append(remotes, link.Remote{Node: hs.Name, NodeIP: ip, Subnet: sub})
 	}
+	var services []netip.Prefix
+	if p, err := netip.ParsePrefix(cn.Spec.ServiceNetwork); err == nil && p.Addr().Is4() {
+		services = append(services, p)
+	}
 	var errs []error
 	if encapsulation(cn) == v1alpha1.EncapsulationVXLAN {
 		if err := a.overlay.Ensure(); err != nil {
 			errs = append(errs, err)
 		} else {
-			errs = append(errs, a.overlay.SyncRemotes(remotes), link.SyncDirectRoutes(a.underlay, nil))
+			errs = append(errs, a.overlay.SyncRemotes(remotes), link.SyncDirectRoutes(a.underlay, nil, services))
 		}
 	} else {
-		errs = append(errs, link.RemoveOverlay(), link.SyncDirectRoutes(a.underlay, remotes))
+		errs = append(errs, link.RemoveOverlay(), link.SyncDirectRoutes(a.underlay, remotes, services))
 	}
 	pods, err := a.net.Pods()
 	if err != nil {
@@ -254,10 +266,13 @@ func (a *Agent) sync(ctx context.Context) error {
 			state.ClusterCIDRs = append(state.ClusterCIDRs, p)
 		}
 	}
-	if p, err := netip.ParsePrefix(cn.Spec.ServiceNetwork); err == nil {
-		state.ServiceCIDRs = append(state.ServiceCIDRs, p)
+	state.ServiceCIDRs = services
+	if err := a.dp.Sync(ctx, state); err != nil {
+		return errors.Join(append(errs, err)...)
 	}
-	errs = append(errs, a.dp.Sync(ctx, state))
+	// The proxy's rules refer to the dataplane's sets: start it only once
+	// they exist.
+	errs = append(errs, a.syncServiceProxy(ctx, cn))
 	return errors.Join(errs...)
 }
 

@@ -113,9 +113,9 @@ func Objects(st State) (chains, sets []string) {
 		if hasExternalChain(sp) {
 			chains = append(chains, externalChain(sp))
 		}
-		for _, e := range reachable(sp) {
-			chains = append(chains, endpointChain(sp, e))
-			if sp.AffinitySeconds > 0 {
+		if sp.AffinitySeconds > 0 {
+			for _, e := range reachable(sp) {
+				chains = append(chains, endpointChain(sp, e))
 				sets = append(sets, affinitySet(sp, e))
 			}
 		}
@@ -214,7 +214,13 @@ func renderSkeleton(tx *knftables.Transaction) {
 		"ct state new jump "+ChainNodePortEPCheck, "ct state new jump "+ChainServiceEPCheck)
 	base(ChainNATPrerouting, knftables.NATType, knftables.PreroutingHook, knftables.DNATPriority, "jump "+ChainServices)
 	base(ChainNATOutput, knftables.NATType, knftables.OutputHook, knftables.DNATPriority, "jump "+ChainServices)
-	base(ChainNATPostrouting, knftables.NATType, knftables.PostroutingHook, knftables.SNATPriority, "jump "+ChainMasquerading)
+	// Hairpin: a DNATed packet leaving through the interface of the pod that
+	// sent it is that pod reaching itself through a service; it must see the
+	// reply come from the service, so it is masqueraded. One set lookup for
+	// every service, instead of a rule per endpoint.
+	base(ChainNATPostrouting, knftables.NATType, knftables.PostroutingHook, knftables.SNATPriority,
+		knftables.Concat("ct status dnat oifname . ip saddr @"+dataplane.SetPodIfAddrs, "jump", ChainMarkMasq),
+		"jump "+ChainMasquerading)
 }
 
 func renderService(tx writer, sp *ServicePort) {
@@ -223,20 +229,19 @@ func renderService(tx writer, sp *ServicePort) {
 	comment := knftables.PtrTo(sp.Name.String() + "/" + l4)
 	timeout := time.Duration(sp.AffinitySeconds) * time.Second
 
-	// Endpoints first: the chains that jump to them must find them.
-	for _, e := range reachable(sp) {
-		ch := endpointChain(sp, e)
-		tx.Add(&knftables.Chain{Name: ch, Comment: knftables.PtrTo(sp.Name.String() + "/" + l4 + " " + e.String())})
-		tx.Flush(&knftables.Chain{Name: ch})
-		// Hairpin: a pod reaching itself through the service must see the
-		// reply come back from the service, not from itself.
-		tx.Add(&knftables.Rule{Chain: ch, Rule: knftables.Concat("ip saddr", e.IP.String(), "jump", ChainMarkMasq)})
-		if sp.AffinitySeconds > 0 {
+	// Endpoint chains exist only under ClientIP affinity, where a client
+	// must be steered back to the endpoint it had; otherwise the picking
+	// chain DNATs through an anonymous numgen map in a single rule.
+	if sp.AffinitySeconds > 0 {
+		for _, e := range reachable(sp) {
+			ch := endpointChain(sp, e)
 			set := affinitySet(sp, e)
+			tx.Add(&knftables.Chain{Name: ch, Comment: knftables.PtrTo(sp.Name.String() + "/" + l4 + " " + e.String())})
+			tx.Flush(&knftables.Chain{Name: ch})
 			tx.Add(&knftables.Set{Name: set, Type: "ipv4_addr", Flags: []knftables.SetFlag{knftables.DynamicFlag, knftables.TimeoutFlag}, Timeout: &timeout})
 			tx.Add(&knftables.Rule{Chain: ch, Rule: knftables.Concat("update", "@"+set, "{ ip saddr }")})
+			tx.Add(&knftables.Rule{Chain: ch, Rule: knftables.Concat("meta l4proto", l4, "dnat ip to", e.String())})
 		}
-		tx.Add(&knftables.Rule{Chain: ch, Rule: knftables.Concat("meta l4proto", l4, "dnat ip to", e.String())})
 	}
 
 	pick := func(ch string, eps []Endpoint) {
@@ -244,12 +249,22 @@ func renderService(tx writer, sp *ServicePort) {
 			for _, e := range eps {
 				tx.Add(&knftables.Rule{Chain: ch, Rule: knftables.Concat("ip saddr", "@"+affinitySet(sp, e), "goto", endpointChain(sp, e))})
 			}
+			var vm []string
+			for i, e := range eps {
+				vm = append(vm, fmt.Sprintf("%d : goto %s", i, endpointChain(sp, e)))
+			}
+			tx.Add(&knftables.Rule{Chain: ch, Rule: knftables.Concat("numgen random mod", len(eps), "vmap {", strings.Join(vm, " , "), "}")})
+			return
 		}
-		var vm []string
+		if len(eps) == 1 {
+			tx.Add(&knftables.Rule{Chain: ch, Rule: knftables.Concat("meta l4proto", l4, "dnat ip to", eps[0].String())})
+			return
+		}
+		m := make([]string, len(eps))
 		for i, e := range eps {
-			vm = append(vm, fmt.Sprintf("%d : goto %s", i, endpointChain(sp, e)))
+			m[i] = fmt.Sprintf("%d : %s . %d", i, e.IP, e.Port)
 		}
-		tx.Add(&knftables.Rule{Chain: ch, Rule: knftables.Concat("numgen random mod", len(eps), "vmap {", strings.Join(vm, " , "), "}")})
+		tx.Add(&knftables.Rule{Chain: ch, Rule: knftables.Concat("meta l4proto", l4, "dnat ip to numgen random mod", len(eps), "map {", strings.Join(m, " , "), "}")})
 	}
 	if len(sp.Cluster) > 0 {
 		ch := serviceChain(sp)
@@ -338,38 +353,83 @@ func renderService(tx writer, sp *ServicePort) {
 	}
 }
 
+// owned reports a per-service object: a known prefix followed by the
+// 8-character base32 hash and a dash, so static chains such as
+// service-endpoints-check never match.
+func owned(name string, prefixes ...string) bool {
+	for _, p := range prefixes {
+		rest, ok := strings.CutPrefix(name, p)
+		if !ok || len(rest) < 10 || rest[8] != '-' {
+			continue
+		}
+		if strings.Trim(rest[:8], "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567") == "" {
+			return true
+		}
+	}
+	return false
+}
+
 // Prune deletes the per-service chains and sets that exist in the table
 // (chains and sets as listed by knftables.Interface.List) but that st no
 // longer needs. Run it in the same transaction, after Render: Render has
 // already flushed every map and chain that could refer to them.
 func Prune(tx *knftables.Transaction, chains, sets []string, st State) {
-	wantChains, wantSets := Objects(st)
-	// Owned: a known prefix followed by the 8-character base32 hash and a
-	// dash, so static chains such as service-endpoints-check never match.
-	owned := func(name string, prefixes ...string) bool {
-		for _, p := range prefixes {
-			rest, ok := strings.CutPrefix(name, p)
-			if !ok || len(rest) < 10 || rest[8] != '-' {
-				continue
-			}
-			if strings.Trim(rest[:8], "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567") == "" {
-				return true
-			}
-		}
-		return false
-	}
+	wc, ws := Objects(st)
+	wantChains, wantSets := toSet(wc), toSet(ws)
 	for _, c := range chains {
-		if owned(c, prefixService, prefixLocal, prefixExternal, prefixEndpoint) && !slices.Contains(wantChains, c) {
+		if owned(c, prefixService, prefixLocal, prefixExternal, prefixEndpoint) && !wantChains[c] {
 			tx.Flush(&knftables.Chain{Name: c})
 		}
 	}
 	for _, c := range chains {
-		if owned(c, prefixService, prefixLocal, prefixExternal, prefixEndpoint) && !slices.Contains(wantChains, c) {
+		if owned(c, prefixService, prefixLocal, prefixExternal, prefixEndpoint) && !wantChains[c] {
 			tx.Delete(&knftables.Chain{Name: c})
 		}
 	}
 	for _, s := range sets {
-		if owned(s, prefixAffinity) && !slices.Contains(wantSets, s) {
+		if owned(s, prefixAffinity) && !wantSets[s] {
+			tx.Delete(&knftables.Set{Name: s})
+		}
+	}
+}
+
+func toSet(names []string) map[string]bool {
+	m := make(map[string]bool, len(names))
+	for _, n := range names {
+		m[n] = true
+	}
+	return m
+}
+
+// Teardown deletes every object of the proxy from the table (give it the
+// names knftables.Interface.List returned for "chains", "sets" and "maps"),
+// for a node that hands Services over to another proxy. The dataplane's
+// objects are left alone.
+func Teardown(tx *knftables.Transaction, chains, sets, maps []string) {
+	static := map[string]bool{
+		ChainNATPrerouting: true, ChainNATOutput: true, ChainNATPostrouting: true,
+		ChainFilterInput: true, ChainFilterForward: true, ChainFilterOutput: true,
+		ChainServices: true, ChainMarkMasq: true, ChainMasquerading: true,
+		ChainServiceEPCheck: true, ChainNodePortEPCheck: true, ChainReject: true,
+	}
+	var ours []string
+	for _, c := range chains {
+		if static[c] || owned(c, prefixService, prefixLocal, prefixExternal, prefixEndpoint) {
+			ours = append(ours, c)
+			tx.Flush(&knftables.Chain{Name: c})
+		}
+	}
+	for _, c := range ours {
+		tx.Delete(&knftables.Chain{Name: c})
+	}
+	for _, m := range maps {
+		switch m {
+		case MapServiceIPs, MapServiceNodePorts, MapNoEndpointServices, MapNoEndpointNodePort:
+			tx.Delete(&knftables.Map{Name: m})
+		}
+	}
+	for _, s := range sets {
+		if s == SetNodePortIPs || owned(s, prefixAffinity) {
 			tx.Delete(&knftables.Set{Name: s})
 		}
 	}

@@ -18,6 +18,10 @@ import (
 var dpState = dataplane.State{
 	ClusterCIDRs: []netip.Prefix{netip.MustParsePrefix("10.128.0.0/14")},
 	ServiceCIDRs: []netip.Prefix{netip.MustParsePrefix("172.30.0.0/16")},
+	Pods: []dataplane.Pod{
+		{Iface: "slp000000000002", IP: netip.MustParseAddr(epLocal)},
+		{Iface: "slp000000000005", IP: netip.MustParseAddr(pod)},
+	},
 }
 
 // render programs a fresh fake with the dataplane skeleton and st, as the
@@ -218,8 +222,8 @@ func TestRenderContract(t *testing.T) {
 		"add element inet sluice service-nodeports { tcp . 30080 comment \"ns/web:http/tcp\" : goto " + externalChain(&web) + " }",
 		"add element inet sluice no-endpoint-services { 172.30.0.13 . tcp . 80 comment \"ns/empty:http/tcp\" : goto reject-chain }",
 		"add element inet sluice no-endpoint-nodeports { tcp . 30083 comment \"ns/empty:http/tcp\" : goto reject-chain }",
-		"add rule inet sluice " + endpointChain(&web, web.Cluster[0]) + " meta l4proto tcp dnat ip to 10.128.0.2:8080",
-		"numgen random mod 2 vmap { 0 : goto " + endpointChain(&web, web.Cluster[0]) + " , 1 : goto " + endpointChain(&web, web.Cluster[1]) + " }",
+		"add rule inet sluice " + serviceChain(&web) + " meta l4proto tcp dnat ip to numgen random mod 2 map { 0 : 10.128.0.2 . 8080 , 1 : 10.128.1.2 . 8080 }",
+		"add rule inet sluice svc-nat-postrouting ct status dnat oifname . ip saddr @pod-ifaddrs jump mark-for-masquerade",
 	} {
 		if !strings.Contains(dump, want) {
 			t.Errorf("table lacks %q", want)
@@ -227,6 +231,19 @@ func TestRenderContract(t *testing.T) {
 	}
 	if t.Failed() {
 		t.Log(dump)
+	}
+	sticky := st.Services[slices.IndexFunc(st.Services, func(s ServicePort) bool { return s.Name.Name == "sticky" })]
+	for _, want := range []string{
+		"add rule inet sluice " + endpointChain(&sticky, sticky.Cluster[0]) + " meta l4proto tcp dnat ip to " + sticky.Cluster[0].String(),
+		"numgen random mod 2 vmap { 0 : goto " + endpointChain(&sticky, sticky.Cluster[0]) + " , 1 : goto " + endpointChain(&sticky, sticky.Cluster[1]) + " }",
+	} {
+		if !strings.Contains(dump, want) {
+			t.Errorf("table lacks %q", want)
+		}
+	}
+	// Without affinity there are no endpoint chains at all.
+	if strings.Contains(dump, "add chain inet sluice endpoint-") && strings.Contains(dump, "ns/web/tcp/http__") {
+		t.Errorf("endpoint chains rendered for a service without affinity")
 	}
 	if c := serviceChain(&web); !strings.HasPrefix(c, "service-") || !strings.HasSuffix(c, "-ns/web/tcp/http") || len(c) != len("service-12345678-ns/web/tcp/http") {
 		t.Errorf("chain name %q", c)

@@ -158,12 +158,20 @@ func Build(services []*corev1.Service, slices_ []*discoveryv1.EndpointSlice, nod
 		errs = append(errs, err...)
 		st.Services = append(st.Services, ports...)
 	}
-	slices.SortFunc(st.Services, func(a, b ServicePort) int {
-		return cmp.Or(cmp.Compare(a.Name.String(), b.Name.String()), cmp.Compare(a.Protocol, b.Protocol))
-	})
+	slices.SortFunc(st.Services, comparePorts)
 	errs = append(errs, dropConflicts(&st)...)
 	return st, errs
 }
+
+func comparePorts(a, b ServicePort) int {
+	return cmp.Or(cmp.Compare(a.Name.String(), b.Name.String()), cmp.Compare(a.Protocol, b.Protocol))
+}
+
+// conflictError reports a destination dropped because another service
+// port claims it.
+type conflictError struct{ msg string }
+
+func (e *conflictError) Error() string { return e.msg }
 
 // dropConflicts removes a destination (address, protocol, port) that two
 // service ports claim, keeping the first claim: cluster IPs before external
@@ -192,7 +200,7 @@ func dropConflicts(st *State) []error {
 			for _, ip := range ips {
 				d := dest{ip, sp.Protocol, sp.Port}
 				if o, taken := owner[d]; taken && o != sp.Name.String() {
-					errs = append(errs, fmt.Errorf("service %s: %s %s %s/%d is already used by %s; ignored", sp.Name, kind, ip, sp.Protocol, sp.Port, o))
+					errs = append(errs, &conflictError{fmt.Sprintf("service %s: %s %s %s/%d is already used by %s; ignored", sp.Name, kind, ip, sp.Protocol, sp.Port, o)})
 					continue
 				}
 				owner[d] = sp.Name.String()
@@ -205,7 +213,7 @@ func dropConflicts(st *State) []error {
 		if sp.NodePort != 0 {
 			d := dest{proto: sp.Protocol, port: sp.NodePort}
 			if o, taken := nodePorts[d]; taken {
-				errs = append(errs, fmt.Errorf("service %s: node port %s/%d is already used by %s; ignored", sp.Name, sp.Protocol, sp.NodePort, o))
+				errs = append(errs, &conflictError{fmt.Sprintf("service %s: node port %s/%d is already used by %s; ignored", sp.Name, sp.Protocol, sp.NodePort, o)})
 				sp.NodePort = 0
 			} else {
 				nodePorts[d] = sp.Name.String()

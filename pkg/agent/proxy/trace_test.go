@@ -104,6 +104,16 @@ func (tr *tracer) rules(rs []*knftables.Rule, i int, c tctx) []tctx {
 		switch {
 		case hasPrefix(w, "ct", "state", "new"):
 			ok, cond, w = true, true, w[3:]
+		case hasPrefix(w, "ct", "status", "dnat"):
+			ok, cond, w = strings.HasPrefix(c.verdict, "dnat "), true, w[3:]
+		case hasPrefix(w, "oifname", ".", "ip", "saddr") && len(w) >= 5 && strings.HasPrefix(w[4], "@"):
+			// The packet leaves through the interface of the pod that owns
+			// its source address: after DNAT, that pod is the destination.
+			dst := c.dst
+			if ap, err := netip.ParseAddrPort(strings.TrimPrefix(c.verdict, "dnat ")); err == nil {
+				dst = ap.Addr()
+			}
+			ok, cond, w = dst == c.src && tr.inPairSet(w[4][1:], c.src), true, w[5:]
 		case hasPrefix(w, "fib", "saddr", "type", "local"):
 			ok, cond, w = tr.inSet(SetNodePortIPs, c.src), true, w[4:]
 		case hasPrefix(w, "meta", "mark", "&") && len(w) >= 6 && w[4] == "==":
@@ -163,7 +173,25 @@ func (tr *tracer) rules(rs []*knftables.Rule, i int, c tctx) []tctx {
 			tr.affinity[s] = append(tr.affinity[s], c.src)
 		}
 		return next(c)
-	case hasPrefix(w, "dnat", "ip", "to"):
+	case hasPrefix(w, "dnat", "ip", "to", "numgen", "random", "mod") && w[7] == "map":
+		// dnat ip to numgen random mod N map { 0 : A . P , 1 : … }
+		body := strings.Join(w[9:len(w)-1], " ")
+		var out []tctx
+		for _, e := range strings.Split(body, " , ") {
+			kv := strings.SplitN(e, " : ", 2)
+			ap := strings.SplitN(kv[1], " . ", 2)
+			if len(ap) != 2 {
+				tr.t.Fatalf("tracer: cannot read map element %q in %q", e, rs[i].Rule)
+			}
+			d := c
+			d.done, d.verdict = true, "dnat "+ap[0]+":"+ap[1]
+			out = append(out, d)
+		}
+		if n, _ := strconv.Atoi(w[6]); n != len(out) {
+			tr.t.Fatalf("tracer: numgen mod %d over %d elements in %q", n, len(out), rs[i].Rule)
+		}
+		return out
+	case hasPrefix(w, "dnat", "ip", "to") && len(w) == 4:
 		c.done, c.verdict = true, "dnat "+w[3]
 		return []tctx{c}
 	case hasPrefix(w, "numgen", "random", "mod") && w[4] == "vmap":
@@ -236,6 +264,21 @@ func (tr *tracer) inSet(name string, a netip.Addr) bool {
 				return true
 			}
 		} else if netip.MustParseAddr(k) == a {
+			return true
+		}
+	}
+	return false
+}
+
+// inPairSet: a is the address half of some element of an
+// "ifname . ipv4_addr" set (the tracer does not model interfaces).
+func (tr *tracer) inPairSet(name string, a netip.Addr) bool {
+	s := tr.tbl.Sets[name]
+	if s == nil {
+		tr.t.Fatalf("tracer: no set %q", name)
+	}
+	for _, e := range s.Elements {
+		if len(e.Key) == 2 && netip.MustParseAddr(e.Key[1]) == a {
 			return true
 		}
 	}

@@ -74,7 +74,7 @@ that runs pods in network namespaces through CNI.`,
 	// up
 	var nodes, apiPort int
 	var demo bool
-	var podNetwork, sluiceBinDir string
+	var podNetwork, serviceProxy, sluiceBinDir string
 	up := &cobra.Command{
 		Use:   "up [--nodes N] [--state-dir DIR] [--demo]",
 		Short: "Start the lab (idempotent: resumes a half-started lab, leaves a running one alone)",
@@ -84,7 +84,7 @@ that runs pods in network namespaces through CNI.`,
 			if err != nil {
 				return err
 			}
-			o := lab.UpOptions{StateDir: d, Demo: demo, PodNetwork: podNetwork, SluiceBinDir: sluiceBinDir}
+			o := lab.UpOptions{StateDir: d, Demo: demo, PodNetwork: podNetwork, ServiceProxy: serviceProxy, SluiceBinDir: sluiceBinDir}
 			if cmd.Flags().Changed("nodes") {
 				if nodes < 1 || nodes > lab.MaxNodes {
 					return fmt.Errorf("--nodes %d: want 1 to %d", nodes, lab.MaxNodes)
@@ -109,6 +109,7 @@ that runs pods in network namespaces through CNI.`,
 	up.Flags().IntVar(&apiPort, "api-port", lab.DefaultAPIPort, "loopback port on the host forwarded to the API server (new lab only)")
 	up.Flags().BoolVar(&demo, "demo", false, "deploy the demo workload and print its connectivity matrix")
 	up.Flags().StringVar(&podNetwork, "pod-network", "", "sluice (default: Sluice's controller and agents) or none (new lab only)")
+	up.Flags().StringVar(&serviceProxy, "service-proxy", "", "sluice (default: the agents load-balance Services), kube-proxy-nftables or kube-proxy-iptables (new lab only)")
 	up.Flags().StringVar(&sluiceBinDir, "sluice-bin-dir", "", "directory with sluice-controller, sluice-agent, sluice-cni (default: beside sluice-lab)")
 
 	down := &cobra.Command{

@@ -1,0 +1,184 @@
+package node
+
+import (
+	"context"
+	"net/netip"
+	"slices"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	kubeinformers "k8s.io/client-go/informers"
+	"k8s.io/client-go/tools/cache"
+	"sigs.k8s.io/knftables"
+
+	"github.com/sluice-net/sluice/pkg/agent/proxy"
+	v1alpha1 "github.com/sluice-net/sluice/pkg/apis/sluice/v1alpha1"
+)
+
+// serviceProxy runs the agent's service proxy while the ClusterNetwork (or
+// the agent's --service-proxy flag) gives Services to Sluice, and removes
+// its rules when they are handed to an external kube-proxy.
+type serviceProxy struct {
+	cancel   context.CancelFunc
+	done     chan struct{}
+	tornDown bool // the proxy's objects are known to be absent
+	health   *proxy.HealthServer
+}
+
+// wantServiceProxy: the flag wins over the ClusterNetwork.
+func (a *Agent) wantServiceProxy(cn *v1alpha1.ClusterNetwork) bool {
+	mode := a.ServiceProxy
+	if mode == "" {
+		mode = cn.Spec.ServiceProxy
+	}
+	return mode != v1alpha1.ServiceProxyExternal
+}
+
+// syncServiceProxy starts or stops the proxy to match cn.
+func (a *Agent) syncServiceProxy(ctx context.Context, cn *v1alpha1.ClusterNetwork) error {
+	want := a.wantServiceProxy(cn) && a.Kube != nil
+	sp := &a.services
+	switch {
+	case want && sp.cancel == nil:
+		return a.startServiceProxy(ctx)
+	case !want && sp.cancel != nil:
+		sp.cancel()
+		<-sp.done
+		sp.cancel = nil
+		sp.health.Close()
+		sp.tornDown = false
+		fallthrough
+	case !want && !sp.tornDown:
+		if err := a.teardownServiceProxy(ctx); err != nil {
+			return err
+		}
+		sp.tornDown = true
+		a.Log.Info("service proxy off: Services are left to an external proxy")
+	}
+	return nil
+}
+
+func (a *Agent) teardownServiceProxy(ctx context.Context) error {
+	nft, err := knftables.New(knftables.InetFamily, "sluice")
+	if err != nil {
+		return err
+	}
+	var lists [3][]string
+	for i, what := range []string{"chains", "sets", "maps"} {
+		if lists[i], err = nft.List(ctx, what); err != nil && !knftables.IsNotFound(err) {
+			return err
+		}
+	}
+	tx := nft.NewTransaction()
+	proxy.Teardown(tx, lists[0], lists[1], lists[2])
+	if tx.NumOperations() == 0 {
+		return nil
+	}
+	return nft.Run(ctx, tx)
+}
+
+func (a *Agent) startServiceProxy(parent context.Context) error {
+	ctx, cancel := context.WithCancel(parent)
+	f := kubeinformers.NewSharedInformerFactory(a.Kube, 0)
+	nodes := kubeinformers.NewSharedInformerFactoryWithOptions(a.Kube, 0,
+		kubeinformers.WithTweakListOptions(func(o *metav1.ListOptions) {
+			o.FieldSelector = fields.OneTermEqualSelector("metadata.name", a.NodeName).String()
+		}))
+	svcInf := f.Core().V1().Services()
+	sliceInf := f.Discovery().V1().EndpointSlices()
+	nodeInf := nodes.Core().V1().Nodes()
+	if err := sliceInf.Informer().AddIndexers(proxy.SliceIndexers()); err != nil {
+		cancel()
+		return err
+	}
+	nft, err := knftables.New(knftables.InetFamily, "sluice")
+	if err != nil {
+		cancel()
+		return err
+	}
+	health := &proxy.HealthServer{Log: a.Log}
+	p := proxy.NewProxier(nft, svcInf.Lister(), sliceInf.Informer().GetIndexer(), a.nodeInfo(nil), a.Log.With("component", "service-proxy"))
+	p.Conntrack = proxy.KernelConntrack{}
+	p.Health = health.Update
+
+	svcHandler := func(obj any) {
+		if s, ok := tombstone(obj).(*corev1.Service); ok {
+			p.ServiceChanged(s.Namespace, s.Name)
+		}
+	}
+	sliceHandler := func(obj any) {
+		if es, ok := tombstone(obj).(*discoveryv1.EndpointSlice); ok {
+			p.SliceChanged(es)
+		}
+	}
+	nodeHandler := func(obj any) {
+		if n, ok := tombstone(obj).(*corev1.Node); ok && n.Name == a.NodeName {
+			p.SetNode(a.nodeInfo(n))
+		}
+	}
+	for _, h := range []struct {
+		inf cache.SharedIndexInformer
+		fn  func(any)
+	}{{svcInf.Informer(), svcHandler}, {sliceInf.Informer(), sliceHandler}, {nodeInf.Informer(), nodeHandler}} {
+		fn := h.fn
+		if _, err := h.inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+			AddFunc: fn, UpdateFunc: func(_, n any) { fn(n) }, DeleteFunc: fn,
+		}); err != nil {
+			cancel()
+			return err
+		}
+	}
+	start := time.Now()
+	f.Start(ctx.Done())
+	nodes.Start(ctx.Done())
+	done := make(chan struct{})
+	// Not waited for: pods get their network while services load.
+	go func() {
+		defer close(done)
+		if !cache.WaitForCacheSync(ctx.Done(), svcInf.Informer().HasSynced, sliceInf.Informer().HasSynced, nodeInf.Informer().HasSynced) {
+			return
+		}
+		if err := p.Sync(ctx); err != nil {
+			a.Log.Warn("service proxy: first sync failed; retrying", "err", err)
+		} else {
+			a.Log.Info("service proxy: services programmed", "services", len(svcInf.Informer().GetStore().ListKeys()),
+				"took", time.Since(start).Round(time.Millisecond))
+		}
+		p.Run(ctx)
+	}()
+	a.services = serviceProxy{cancel: cancel, done: done, health: health}
+	return nil
+}
+
+// nodeInfo is the node the proxy serves: node ports on the HostSubnet's
+// host IP and the Node's InternalIP and ExternalIP addresses.
+func (a *Agent) nodeInfo(n *corev1.Node) proxy.NodeInfo {
+	info := proxy.NodeInfo{Name: a.NodeName}
+	if ip, err := netip.ParseAddr(a.self.Spec.HostIP); err == nil {
+		info.IPs = append(info.IPs, ip)
+	}
+	if n != nil {
+		info.Zone = n.Labels[corev1.LabelTopologyZone]
+		for _, addr := range n.Status.Addresses {
+			if addr.Type != corev1.NodeInternalIP && addr.Type != corev1.NodeExternalIP {
+				continue
+			}
+			if ip, err := netip.ParseAddr(addr.Address); err == nil {
+				info.IPs = append(info.IPs, ip.Unmap())
+			}
+		}
+	}
+	slices.SortFunc(info.IPs, netip.Addr.Compare)
+	info.IPs = slices.Compact(info.IPs)
+	return info
+}
+
+func tombstone(obj any) any {
+	if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		return t.Obj
+	}
+	return obj
+}

@@ -1,0 +1,83 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// HealthServer answers load balancers' health checks for Services with
+// externalTrafficPolicy Local: on each health-check node port,
+// GET /healthz returns 200 while this node has a ready local endpoint and
+// 503 otherwise, with kube-proxy's JSON body, so existing load balancers
+// work unchanged. Listeners open and close as the ports come and go.
+type HealthServer struct {
+	Addr string // listen address without port; "" = every address
+	Log  *slog.Logger
+
+	mu        sync.Mutex
+	counts    map[uint16]int
+	listeners map[uint16]*http.Server
+}
+
+// Update replaces the set of health-check ports and their local endpoint
+// counts (the shape of HealthChecks' result). Ports that cannot be opened
+// are logged and retried on the next update.
+func (h *HealthServer) Update(counts map[uint16]int) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.listeners == nil {
+		h.listeners = map[uint16]*http.Server{}
+	}
+	h.counts = counts
+	for port, srv := range h.listeners {
+		if _, ok := counts[port]; !ok {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			_ = srv.Shutdown(ctx)
+			cancel()
+			delete(h.listeners, port)
+		}
+	}
+	for port := range counts {
+		if h.listeners[port] != nil {
+			continue
+		}
+		ln, err := net.Listen("tcp", net.JoinHostPort(h.Addr, strconv.Itoa(int(port))))
+		if err != nil {
+			h.Log.Warn("cannot open a health-check node port", "port", port, "err", err)
+			continue
+		}
+		srv := &http.Server{Handler: h.handler(port), ReadHeaderTimeout: 5 * time.Second}
+		h.listeners[port] = srv
+		go func() {
+			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				h.Log.Warn("health-check server stopped", "port", port, "err", err)
+			}
+		}()
+	}
+}
+
+// Close stops every listener.
+func (h *HealthServer) Close() {
+	h.Update(nil)
+}
+
+func (h *HealthServer) handler(port uint16) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		h.mu.Lock()
+		n := h.counts[port]
+		h.mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("X-Content-Type-Options", "nosniff")
+		if n == 0 {
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+		fmt.Fprintf(w, `{"localEndpoints": %d, "serviceProxyHealthy": true}`+"\n", n)
+	})
+}

@@ -1,0 +1,468 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
+	"sigs.k8s.io/knftables"
+)
+
+// IndexByService is the EndpointSlice informer index the Proxier reads
+// slices through: "namespace/service-name" from the kubernetes.io/service-name
+// label. Register SliceIndexers on the informer before it starts.
+const IndexByService = "sluice-service"
+
+// SliceIndexers indexes EndpointSlices by the Service they belong to.
+func SliceIndexers() cache.Indexers {
+	return cache.Indexers{IndexByService: func(obj any) ([]string, error) {
+		es, ok := obj.(*discoveryv1.EndpointSlice)
+		if !ok {
+			return nil, nil
+		}
+		name := es.Labels[discoveryv1.LabelServiceName]
+		if name == "" {
+			return nil, nil
+		}
+		return []string{es.Namespace + "/" + name}, nil
+	}}
+}
+
+// Conntrack clears connection-tracking entries that would otherwise keep
+// UDP flows pinned to an endpoint that is gone, or to a service that had
+// no endpoint (kube-proxy does the same; TCP needs none of it, since a
+// removed endpoint's connections end on their own).
+type Conntrack interface {
+	// ClearUDP deletes UDP entries DNATed to one of endpoints, and UDP
+	// entries whose original destination is one of destinations.
+	ClearUDP(endpoints, destinations []netip.AddrPort) error
+}
+
+// Proxier keeps the proxy's part of the node's table in step with the
+// cluster's Services and EndpointSlices. Informer handlers call
+// ServiceChanged / SliceChanged; Run coalesces the changes and programs
+// them. The first sync, the sync after any failure and a change of the
+// node's addresses are full syncs (Build + Render + Prune in one
+// transaction); every other sync is partial: only the services that
+// changed are rebuilt and only their chains and map elements are in the
+// transaction (RenderPartial), so the cost of a change does not grow with
+// the number of services.
+type Proxier struct {
+	NFT       knftables.Interface
+	Services  corelisters.ServiceLister
+	Slices    cache.Indexer // EndpointSlices, with SliceIndexers
+	Conntrack Conntrack     // nil: no conntrack clearing (tests)
+	// Health receives, after every successful sync, the number of ready
+	// local endpoints per health-check node port (see HealthChecks).
+	Health func(map[uint16]int)
+	Log    *slog.Logger
+
+	mu       sync.Mutex
+	node     NodeInfo
+	dirty    map[types.NamespacedName]bool
+	needFull bool
+	kick     chan struct{}
+
+	// What the table holds: valid while !needFull; programmed is the
+	// last successfully programmed state per service.
+	programmed map[types.NamespacedName][]ServicePort
+	nodeIPs    []netip.Addr
+	owners     map[destination]types.NamespacedName
+	conflicts  bool // the last full Build dropped a conflicting claim
+	listed     bool // the table has been listed once (after a start)
+	pruneFrom  State
+	syncs      Stats
+}
+
+// Stats counts syncs, for logs and tests.
+type Stats struct {
+	Full, Partial, Failed int
+	LastDuration          time.Duration
+}
+
+type destination struct {
+	ip    netip.Addr // invalid for node ports
+	proto corev1.Protocol
+	port  uint16
+}
+
+// NewProxier returns a proxier for node that starts with a full sync.
+func NewProxier(nft knftables.Interface, services corelisters.ServiceLister, slicesIdx cache.Indexer, node NodeInfo, log *slog.Logger) *Proxier {
+	return &Proxier{NFT: nft, Services: services, Slices: slicesIdx, Log: log, node: node,
+		dirty: map[types.NamespacedName]bool{}, needFull: true, kick: make(chan struct{}, 1)}
+}
+
+// ServiceChanged marks a service for the next sync.
+func (p *Proxier) ServiceChanged(namespace, name string) {
+	p.mark(types.NamespacedName{Namespace: namespace, Name: name})
+}
+
+// SliceChanged marks the service an EndpointSlice belongs to.
+func (p *Proxier) SliceChanged(es *discoveryv1.EndpointSlice) {
+	if name := es.Labels[discoveryv1.LabelServiceName]; name != "" {
+		p.mark(types.NamespacedName{Namespace: es.Namespace, Name: name})
+	}
+}
+
+// SetNode changes the node's addresses or zone; the next sync is full.
+func (p *Proxier) SetNode(n NodeInfo) {
+	p.mu.Lock()
+	changed := n.Name != p.node.Name || n.Zone != p.node.Zone || !slices.Equal(n.IPs, p.node.IPs)
+	if changed {
+		p.node, p.needFull = n, true
+	}
+	p.mu.Unlock()
+	if changed {
+		p.request()
+	}
+}
+
+func (p *Proxier) mark(k types.NamespacedName) {
+	p.mu.Lock()
+	p.dirty[k] = true
+	p.mu.Unlock()
+	p.request()
+}
+
+func (p *Proxier) request() {
+	select {
+	case p.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Stats returns the sync counters.
+func (p *Proxier) Stats() Stats {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.syncs
+}
+
+// Run syncs whenever something changed, until ctx ends. A failed sync is
+// retried, as a full sync, after a second; every minute a full sync
+// re-asserts the whole state.
+func (p *Proxier) Run(ctx context.Context) {
+	p.request()
+	resync := time.NewTicker(time.Minute)
+	defer resync.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-p.kick:
+		case <-resync.C:
+			p.mu.Lock()
+			p.needFull = true
+			p.mu.Unlock()
+		}
+		if err := p.Sync(ctx); err != nil {
+			p.Log.Warn("service proxy sync failed; a full sync follows", "err", err)
+			time.AfterFunc(time.Second, p.request)
+		}
+	}
+}
+
+// Sync programs everything marked since the last sync.
+func (p *Proxier) Sync(ctx context.Context) error {
+	p.mu.Lock()
+	dirty := p.dirty
+	p.dirty = map[types.NamespacedName]bool{}
+	full := p.needFull || p.conflicts
+	node := p.node
+	p.mu.Unlock()
+
+	start := time.Now()
+	var err error
+	if !full {
+		full, err = p.partial(ctx, dirty, node)
+	}
+	if full {
+		err = p.full(ctx, node)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.syncs.LastDuration = time.Since(start)
+	if err != nil {
+		p.needFull = true
+		p.syncs.Failed++
+		return err
+	}
+	if full {
+		p.syncs.Full++
+	} else {
+		p.syncs.Partial++
+	}
+	return nil
+}
+
+// full rebuilds everything from the listers and replaces the proxy's part
+// of the table in one transaction.
+func (p *Proxier) full(ctx context.Context, node NodeInfo) error {
+	svcs, err := p.Services.List(labels.Everything())
+	if err != nil {
+		return err
+	}
+	var eps []*discoveryv1.EndpointSlice
+	for _, o := range p.Slices.List() {
+		if es, ok := o.(*discoveryv1.EndpointSlice); ok {
+			eps = append(eps, es)
+		}
+	}
+	st, errs := Build(svcs, eps, node)
+	conflicts := false
+	for _, e := range errs {
+		var c *conflictError
+		if errors.As(e, &c) {
+			conflicts = true
+		}
+		p.Log.Warn("service ignored in part", "err", e)
+	}
+
+	// Objects to prune: after a start, whatever the table holds (listed
+	// once); afterwards the kernel holds exactly the last programmed
+	// state, since a failed transaction changes nothing.
+	var chains, sets []string
+	if !p.listed {
+		if chains, err = p.NFT.List(ctx, "chains"); err != nil && !knftables.IsNotFound(err) {
+			return err
+		}
+		if sets, err = p.NFT.List(ctx, "sets"); err != nil && !knftables.IsNotFound(err) {
+			return err
+		}
+	} else {
+		chains, sets = Objects(p.pruneFrom)
+	}
+	tx := p.NFT.NewTransaction()
+	Render(tx, st)
+	Prune(tx, chains, sets, st)
+	if err := p.NFT.Run(ctx, tx); err != nil {
+		return fmt.Errorf("full sync of %d service ports: %w", len(st.Services), err)
+	}
+
+	old := p.programmed
+	p.programmed = map[types.NamespacedName][]ServicePort{}
+	p.owners = map[destination]types.NamespacedName{}
+	for _, sp := range st.Services {
+		k := types.NamespacedName{Namespace: sp.Name.Namespace, Name: sp.Name.Name}
+		p.programmed[k] = append(p.programmed[k], sp)
+		for _, d := range destinations(&sp) {
+			p.owners[d] = k
+		}
+	}
+	p.nodeIPs, p.listed, p.pruneFrom = st.NodeIPs, true, st
+	p.mu.Lock()
+	p.needFull, p.conflicts = false, conflicts
+	p.mu.Unlock()
+
+	if old != nil {
+		var stale, dests []netip.AddrPort
+		for k, ports := range p.programmed {
+			s, d := udpChanges(old[k], ports, st.NodeIPs)
+			stale, dests = append(stale, s...), append(dests, d...)
+		}
+		for k, ports := range old {
+			if _, ok := p.programmed[k]; !ok {
+				s, _ := udpChanges(ports, nil, st.NodeIPs)
+				stale = append(stale, s...)
+			}
+		}
+		p.clearConntrack(stale, dests)
+	}
+	if p.Health != nil {
+		p.Health(HealthChecks(st))
+	}
+	return nil
+}
+
+// partial rebuilds only the dirty services. It reports needFull when the
+// change cannot be applied on its own: a destination another service owns
+// (conflicts are resolved by a full Build, which orders claims).
+func (p *Proxier) partial(ctx context.Context, dirty map[types.NamespacedName]bool, node NodeInfo) (needFull bool, err error) {
+	if len(dirty) == 0 {
+		return false, nil
+	}
+	next := map[types.NamespacedName][]ServicePort{}
+	var prev, cur State
+	prev.NodeIPs, cur.NodeIPs = p.nodeIPs, p.nodeIPs
+	health := false
+	for k := range dirty {
+		ports, err := p.buildOne(k, node)
+		if err != nil {
+			return false, err
+		}
+		for _, sp := range ports {
+			for _, d := range destinations(&sp) {
+				if o, taken := p.owners[d]; taken && o != k {
+					return true, nil
+				}
+			}
+		}
+		next[k] = ports
+		prev.Services = append(prev.Services, p.programmed[k]...)
+		cur.Services = append(cur.Services, ports...)
+		health = health || hasHealthCheck(p.programmed[k]) || hasHealthCheck(ports)
+	}
+	tx := p.NFT.NewTransaction()
+	RenderPartial(tx, prev, cur)
+	if tx.NumOperations() > 0 {
+		if err := p.NFT.Run(ctx, tx); err != nil {
+			return false, fmt.Errorf("partial sync of %d services: %w", len(dirty), err)
+		}
+	}
+
+	var stale, dests []netip.AddrPort
+	for k, ports := range next {
+		s, d := udpChanges(p.programmed[k], ports, p.nodeIPs)
+		stale, dests = append(stale, s...), append(dests, d...)
+		for _, sp := range p.programmed[k] {
+			for _, d := range destinations(&sp) {
+				delete(p.owners, d)
+			}
+		}
+		if len(ports) == 0 {
+			delete(p.programmed, k)
+		} else {
+			p.programmed[k] = ports
+		}
+		for _, sp := range ports {
+			for _, d := range destinations(&sp) {
+				p.owners[d] = k
+			}
+		}
+	}
+	p.pruneFrom = p.stateLocked()
+	p.clearConntrack(stale, dests)
+	if health && p.Health != nil {
+		p.Health(HealthChecks(p.pruneFrom))
+	}
+	return false, nil
+}
+
+// stateLocked is the programmed state as one State (unsorted; used for
+// Objects and HealthChecks, which do not depend on order).
+func (p *Proxier) stateLocked() State {
+	st := State{NodeIPs: p.nodeIPs}
+	for _, ports := range p.programmed {
+		st.Services = append(st.Services, ports...)
+	}
+	return st
+}
+
+// buildOne builds the ports of one service from the listers; nil when the
+// service is gone or has nothing to proxy.
+func (p *Proxier) buildOne(k types.NamespacedName, node NodeInfo) ([]ServicePort, error) {
+	svc, err := p.Services.Services(k.Namespace).Get(k.Name)
+	if err != nil {
+		if isNotFound(err) {
+			return nil, nil
+		}
+		return nil, err
+	}
+	objs, err := p.Slices.ByIndex(IndexByService, k.String())
+	if err != nil {
+		return nil, err
+	}
+	var eps []*discoveryv1.EndpointSlice
+	for _, o := range objs {
+		if es, ok := o.(*discoveryv1.EndpointSlice); ok && es.AddressType == discoveryv1.AddressTypeIPv4 {
+			eps = append(eps, es)
+		}
+	}
+	ports, errs := buildService(svc, eps, node)
+	for _, e := range errs {
+		p.Log.Warn("service ignored in part", "err", e)
+	}
+	sortPorts(ports)
+	return ports, nil
+}
+
+func hasHealthCheck(ports []ServicePort) bool {
+	return slices.ContainsFunc(ports, func(sp ServicePort) bool { return sp.HealthCheckNodePort != 0 })
+}
+
+// destinations are what a service port claims in the dispatch maps.
+func destinations(sp *ServicePort) []destination {
+	var out []destination
+	for _, ips := range [][]netip.Addr{sp.ClusterIPs, sp.ExternalIPs, sp.LoadBalancerIPs} {
+		for _, ip := range ips {
+			out = append(out, destination{ip, sp.Protocol, sp.Port})
+		}
+	}
+	if sp.NodePort != 0 {
+		out = append(out, destination{proto: sp.Protocol, port: sp.NodePort})
+	}
+	return out
+}
+
+// udpChanges: for UDP ports, the endpoints no longer used (stale: their
+// conntrack entries must go so flows move on) and, for ports that had no
+// endpoint and now have one, their destinations (entries created while
+// the traffic was rejected would keep it rejected).
+func udpChanges(old, cur []ServicePort, nodeIPs []netip.Addr) (stale, dests []netip.AddrPort) {
+	byKey := func(ports []ServicePort) map[string]*ServicePort {
+		m := map[string]*ServicePort{}
+		for i := range ports {
+			if ports[i].Protocol == corev1.ProtocolUDP {
+				m[ports[i].Name.Port] = &ports[i]
+			}
+		}
+		return m
+	}
+	o, n := byKey(old), byKey(cur)
+	for name, op := range o {
+		keep := map[netip.AddrPort]bool{}
+		if np := n[name]; np != nil {
+			for _, e := range reachable(np) {
+				keep[netip.AddrPortFrom(e.IP, e.Port)] = true
+			}
+		}
+		for _, e := range reachable(op) {
+			if ap := netip.AddrPortFrom(e.IP, e.Port); !keep[ap] {
+				stale = append(stale, ap)
+			}
+		}
+	}
+	for name, np := range n {
+		op := o[name]
+		if len(reachable(np)) == 0 || (op != nil && len(reachable(op)) > 0) {
+			continue
+		}
+		for _, d := range destinations(np) {
+			if d.ip.IsValid() {
+				dests = append(dests, netip.AddrPortFrom(d.ip, d.port))
+				continue
+			}
+			for _, ip := range nodeIPs { // a node port, on every node address
+				dests = append(dests, netip.AddrPortFrom(ip, d.port))
+			}
+		}
+	}
+	return stale, dests
+}
+
+func (p *Proxier) clearConntrack(stale, dests []netip.AddrPort) {
+	if p.Conntrack == nil || len(stale)+len(dests) == 0 {
+		return
+	}
+	if err := p.Conntrack.ClearUDP(stale, dests); err != nil {
+		p.Log.Warn("clearing UDP conntrack entries failed", "endpoints", len(stale), "destinations", len(dests), "err", err)
+	}
+}
+
+func sortPorts(ports []ServicePort) {
+	slices.SortFunc(ports, comparePorts)
+}
+
+func isNotFound(err error) bool { return apierrors.IsNotFound(err) }
