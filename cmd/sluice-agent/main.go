@@ -26,6 +26,7 @@ import (
 func main() {
 	var o struct {
 		kubeconfig, node, stateDir, socket, binDir, confDir, plugin, serviceProxy string
+		servicesOnly                                                              bool
 	}
 	fs := flag.NewFlagSet("sluice-agent", flag.ContinueOnError)
 	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig (empty: in-cluster)")
@@ -36,6 +37,7 @@ func main() {
 	fs.StringVar(&o.confDir, "cni-conf-dir", "/etc/cni/net.d", "where to write the CNI network configuration")
 	fs.StringVar(&o.plugin, "cni-plugin", "", "the sluice-cni binary to install (default: beside this binary)")
 	fs.StringVar(&o.serviceProxy, "service-proxy", "", "Sluice: load-balance Services here; External: leave them to kube-proxy (default: ClusterNetwork spec.serviceProxy)")
+	fs.BoolVar(&o.servicesOnly, "services-only", false, "run only the service proxy (another CNI plugin wires the pods)")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		os.Exit(2)
 	}
@@ -45,25 +47,28 @@ func main() {
 		fmt.Fprintf(os.Stderr, "sluice-agent: --service-proxy %q: want %s or %s\n", o.serviceProxy, v1alpha1.ServiceProxySluice, v1alpha1.ServiceProxyExternal)
 		os.Exit(2)
 	}
-	if err := run(o.kubeconfig, node.Config{NodeName: o.node, StateDir: o.stateDir, CNISocket: o.socket,
+	if err := run(o.kubeconfig, o.servicesOnly, node.Config{NodeName: o.node, StateDir: o.stateDir, CNISocket: o.socket,
 		CNIBinDir: o.binDir, CNIConfDir: o.confDir, PluginPath: o.plugin, ServiceProxy: o.serviceProxy}); err != nil {
 		fmt.Fprintln(os.Stderr, "sluice-agent:", err)
 		os.Exit(1)
 	}
 }
 
-func run(kubeconfig string, c node.Config) error {
+func run(kubeconfig string, servicesOnly bool, c node.Config) error {
 	if c.NodeName == "" {
 		return errors.New("--node-name is empty (and $NODE_NAME unset)")
 	}
-	if c.PluginPath == "" {
+	if servicesOnly && c.ServiceProxy == v1alpha1.ServiceProxyExternal {
+		return errors.New("--services-only with --service-proxy External leaves nothing to run")
+	}
+	if c.PluginPath == "" && !servicesOnly {
 		self, err := os.Executable()
 		if err != nil {
 			return err
 		}
 		c.PluginPath = filepath.Join(filepath.Dir(self), "sluice-cni")
 	}
-	if _, err := os.Stat(c.PluginPath); err != nil {
+	if _, err := os.Stat(c.PluginPath); err != nil && !servicesOnly {
 		return fmt.Errorf("--cni-plugin: %w", err)
 	}
 	var rc *rest.Config
@@ -85,5 +90,8 @@ func run(kubeconfig string, c node.Config) error {
 	c.Log = slog.New(slog.NewTextHandler(os.Stderr, nil)).With("node", c.NodeName)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if servicesOnly {
+		return (&node.Agent{Config: c}).RunServicesOnly(ctx)
+	}
 	return (&node.Agent{Config: c}).Run(ctx)
 }

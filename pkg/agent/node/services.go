@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"slices"
 	"time"
@@ -14,6 +15,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/knftables"
 
+	"github.com/sluice-net/sluice/pkg/agent/dataplane"
 	"github.com/sluice-net/sluice/pkg/agent/proxy"
 	v1alpha1 "github.com/sluice-net/sluice/pkg/apis/sluice/v1alpha1"
 )
@@ -62,7 +64,7 @@ func (a *Agent) syncServiceProxy(ctx context.Context, cn *v1alpha1.ClusterNetwor
 }
 
 func (a *Agent) teardownServiceProxy(ctx context.Context) error {
-	nft, err := knftables.New(knftables.InetFamily, "sluice")
+	nft, err := knftables.New(knftables.InetFamily, dataplane.Table)
 	if err != nil {
 		return err
 	}
@@ -94,7 +96,7 @@ func (a *Agent) startServiceProxy(parent context.Context) error {
 		cancel()
 		return err
 	}
-	nft, err := knftables.New(knftables.InetFamily, "sluice")
+	nft, err := knftables.New(knftables.InetFamily, dataplane.Table)
 	if err != nil {
 		cancel()
 		return err
@@ -157,8 +159,10 @@ func (a *Agent) startServiceProxy(parent context.Context) error {
 // host IP and the Node's InternalIP and ExternalIP addresses.
 func (a *Agent) nodeInfo(n *corev1.Node) proxy.NodeInfo {
 	info := proxy.NodeInfo{Name: a.NodeName}
-	if ip, err := netip.ParseAddr(a.self.Spec.HostIP); err == nil {
-		info.IPs = append(info.IPs, ip)
+	if a.self != nil {
+		if ip, err := netip.ParseAddr(a.self.Spec.HostIP); err == nil {
+			info.IPs = append(info.IPs, ip)
+		}
 	}
 	if n != nil {
 		info.Zone = n.Labels[corev1.LabelTopologyZone]
@@ -181,4 +185,40 @@ func tombstone(obj any) any {
 		return t.Obj
 	}
 	return obj
+}
+
+// RunServicesOnly runs the service proxy alone, without the pod network:
+// for a node whose pods another CNI plugin wires (Sluice as a kube-proxy
+// replacement only), and for benchmarks that compare it with kube-proxy.
+// The table gets the dataplane's sets the proxy refers to (cluster and
+// service networks; no pods, so no hairpin) and the proxy's chains.
+func (a *Agent) RunServicesOnly(ctx context.Context) error {
+	cn, err := a.Client.SluiceV1alpha1().ClusterNetworks().Get(ctx, v1alpha1.ClusterNetworkName, metav1.GetOptions{})
+	if err != nil {
+		return fmt.Errorf("ClusterNetwork: %w", err)
+	}
+	if hs, err := a.Client.SluiceV1alpha1().HostSubnets().Get(ctx, a.NodeName, metav1.GetOptions{}); err == nil {
+		a.self = hs
+	}
+	var st dataplane.State
+	for _, c := range cn.Spec.ClusterNetworks {
+		if p, err := netip.ParsePrefix(c.CIDR); err == nil {
+			st.ClusterCIDRs = append(st.ClusterCIDRs, p)
+		}
+	}
+	if p, err := netip.ParsePrefix(cn.Spec.ServiceNetwork); err == nil {
+		st.ServiceCIDRs = append(st.ServiceCIDRs, p)
+	}
+	nft, err := knftables.New(knftables.InetFamily, dataplane.Table)
+	if err != nil {
+		return err
+	}
+	if err := dataplane.New(nft).Sync(ctx, st); err != nil {
+		return err
+	}
+	if err := a.startServiceProxy(ctx); err != nil {
+		return err
+	}
+	<-a.services.done
+	return nil
 }

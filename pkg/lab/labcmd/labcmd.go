@@ -209,12 +209,18 @@ that runs pods in network namespaces through CNI.`,
 		},
 	}
 
-	var timeout time.Duration
+	var timeout, interval time.Duration
 	var source string
+	var sourcePort uint16
+	var count int
 	probe := &cobra.Command{
-		Use:   "probe tcp|udp|sctp HOST:PORT [--timeout D] [--source IP]",
+		Use:   "probe tcp|udp|sctp HOST:PORT [--timeout D] [--source IP] [--source-port P] [--count N]",
 		Short: "Send one connection or datagram to a lab test server and print its reply",
-		Args:  cobra.ExactArgs(2),
+		Long: `Send one connection or datagram to a lab test server and print its reply.
+With --count N, send N probes one after another (each a new connection) and
+print one line per probe: the reply, or "error: …"; the exit status is 1 if
+any failed.`,
+		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var src netip.Addr
 			if source != "" {
@@ -223,17 +229,37 @@ that runs pods in network namespaces through CNI.`,
 					return fmt.Errorf("--source %q: not an IP address", source)
 				}
 			}
-			line, err := testserver.ProbeFrom(cmd.Context(), args[0], src, args[1], timeout)
-			if err != nil {
-				fmt.Fprintf(cmd.ErrOrStderr(), "sluice-lab probe: %s %s: %v\n", args[0], args[1], err)
+			if count < 1 {
+				return fmt.Errorf("--count %d: want at least 1", count)
+			}
+			failed := false
+			for i := range count {
+				if i > 0 && interval > 0 {
+					time.Sleep(interval)
+				}
+				line, err := testserver.ProbeFrom(cmd.Context(), args[0], netip.AddrPortFrom(src, sourcePort), args[1], timeout)
+				switch {
+				case err != nil && count == 1:
+					fmt.Fprintf(cmd.ErrOrStderr(), "sluice-lab probe: %s %s: %v\n", args[0], args[1], err)
+					return ExitError{1}
+				case err != nil:
+					fmt.Fprintf(cmd.OutOrStdout(), "error: %v\n", err)
+					failed = true
+				default:
+					fmt.Fprintln(cmd.OutOrStdout(), line)
+				}
+			}
+			if failed {
 				return ExitError{1}
 			}
-			fmt.Fprintln(cmd.OutOrStdout(), line)
 			return nil
 		},
 	}
-	probe.Flags().DurationVar(&timeout, "timeout", 2*time.Second, "how long to wait for the reply")
+	probe.Flags().DurationVar(&timeout, "timeout", 2*time.Second, "how long to wait for each reply")
 	probe.Flags().StringVar(&source, "source", "", "source address to send from (must be assigned locally)")
+	probe.Flags().Uint16Var(&sourcePort, "source-port", 0, "source port to send from (default: any)")
+	probe.Flags().IntVar(&count, "count", 1, "number of probes, one after another")
+	probe.Flags().DurationVar(&interval, "interval", 0, "pause between probes with --count")
 
 	var mo lab.MatrixOptions
 	var asJSON bool

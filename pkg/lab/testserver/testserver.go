@@ -151,21 +151,23 @@ func unmap(ap netip.AddrPort) netip.AddrPort {
 // (without its newline). UDP sends up to three datagrams within the timeout,
 // since a single one may be lost while conntrack or a route is being set up.
 func Probe(ctx context.Context, proto, addr string, timeout time.Duration) (string, error) {
-	return ProbeFrom(ctx, proto, netip.Addr{}, addr, timeout)
+	return ProbeFrom(ctx, proto, netip.AddrPort{}, addr, timeout)
 }
 
-// ProbeFrom is Probe with the source address chosen (for TCP and UDP): the
-// address must be assigned locally, and lets tests show that a pod cannot
-// send with an address that is not its own.
-func ProbeFrom(ctx context.Context, proto string, source netip.Addr, addr string, timeout time.Duration) (string, error) {
+// ProbeFrom is Probe with the source address and port chosen (for TCP and
+// UDP; an invalid address or port 0 lets the kernel choose): the address
+// must be assigned locally, and lets tests show that a pod cannot send with
+// an address that is not its own; a fixed UDP source port keeps datagrams
+// in one conntrack entry, as a long-lived UDP client's are.
+func ProbeFrom(ctx context.Context, proto string, source netip.AddrPort, addr string, timeout time.Duration) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	deadline, _ := ctx.Deadline()
 	switch proto {
 	case "tcp":
 		var d net.Dialer
-		if source.IsValid() {
-			d.LocalAddr = &net.TCPAddr{IP: source.AsSlice()}
+		if source.Addr().IsValid() || source.Port() != 0 {
+			d.LocalAddr = &net.TCPAddr{IP: sourceIP(source), Port: int(source.Port())}
 		}
 		c, err := d.DialContext(ctx, "tcp", addr)
 		if err != nil {
@@ -176,8 +178,8 @@ func ProbeFrom(ctx context.Context, proto string, source netip.Addr, addr string
 		return readLine(c)
 	case "udp":
 		var d net.Dialer
-		if source.IsValid() {
-			d.LocalAddr = &net.UDPAddr{IP: source.AsSlice()}
+		if source.Addr().IsValid() || source.Port() != 0 {
+			d.LocalAddr = &net.UDPAddr{IP: sourceIP(source), Port: int(source.Port())}
 		}
 		c, err := d.Dial("udp", addr)
 		if err != nil {
@@ -203,12 +205,19 @@ func ProbeFrom(ctx context.Context, proto string, source netip.Addr, addr string
 		}
 		return "", fmt.Errorf("udp %s: no reply within %s", addr, timeout)
 	case "sctp":
-		if source.IsValid() {
+		if source.Addr().IsValid() || source.Port() != 0 {
 			return "", errors.New("sctp: choosing the source address is not supported")
 		}
 		return probeSCTP(addr, deadline)
 	}
 	return "", fmt.Errorf("protocol %q: want tcp, udp or sctp", proto)
+}
+
+func sourceIP(ap netip.AddrPort) net.IP {
+	if !ap.Addr().IsValid() {
+		return nil
+	}
+	return ap.Addr().AsSlice()
 }
 
 func readLine(c net.Conn) (string, error) {
