@@ -496,3 +496,89 @@ spec:
 		return nil
 	})
 }
+
+// TestServiceProxyHandover: ClusterNetwork spec.serviceProxy External hands
+// Services to another proxy (the agents remove their rules), Sluice takes
+// them back; switched live.
+func TestServiceProxyHandover(t *testing.T) {
+	e := sl
+	ns := "e2e-handover"
+	e.namespace(t, ns)
+	e.applyPod(t, ns, "server", "node2", "http")
+	e.applyPod(t, ns, "client", "node1", "http")
+	e.waitReady(t, ns, "server", "client")
+	e.apply(t, fmt.Sprintf(`apiVersion: v1
+kind: Service
+metadata: {name: s, namespace: %s}
+spec:
+  selector: {app: none}
+  ports: [{port: 80, targetPort: 80}]
+`, ns))
+	e.kubectl(t, "-n", ns, "label", "pod", "server", "app=none")
+	vip := e.clusterIP(t, ns, "s")
+	reach := func() error {
+		if names, _, _ := answered(e.probes(t, ns+"/client", "tcp", vip+":80", 1)); names["server"] != 1 {
+			return fmt.Errorf("not answered")
+		}
+		return nil
+	}
+	eventually(t, 20*time.Second, "service answers", reach)
+
+	set := func(mode string) {
+		e.kubectl(t, "patch", "clusternetwork", "default", "--type=merge", "-p", `{"spec":{"serviceProxy":"`+mode+`"}}`)
+	}
+	set("External")
+	t.Cleanup(func() { set("Sluice") })
+	for _, n := range e.cfg.NodeNames() {
+		eventually(t, 20*time.Second, n+" drops its service rules", func() error {
+			out := e.must(t, "exec", "node/"+n, "--", "nft", "list", "table", "inet", "sluice")
+			if strings.Contains(out, "chain svc-") || strings.Contains(out, "map service-ips") {
+				return fmt.Errorf("still has service chains")
+			}
+			if !strings.Contains(out, "chain pod-antispoof") {
+				return fmt.Errorf("the pod network's chains went too:\n%s", out)
+			}
+			return nil
+		})
+	}
+	if names, _, _ := answered(e.probes(t, ns+"/client", "tcp", vip+":80", 1)); len(names) > 0 {
+		t.Errorf("with serviceProxy External and no kube-proxy the service still answered: %v", names)
+	}
+	set("Sluice")
+	eventually(t, 20*time.Second, "service answers again", reach)
+}
+
+// TestKubeProxyLab: the lab runs kube-proxy instead (the comparison setup
+// of bench/proxy): the agents leave Services alone and kube-proxy serves
+// them over Sluice's pod network.
+func TestKubeProxyLab(t *testing.T) {
+	e := startLab(t, "kp", "--nodes", "2", "--service-proxy", "kube-proxy-nftables")
+	ns := "e2e-kp"
+	e.namespace(t, ns)
+	e.applyPod(t, ns, "server", "node2", "http")
+	e.applyPod(t, ns, "client", "node1", "http")
+	e.waitReady(t, ns, "server", "client")
+	e.apply(t, fmt.Sprintf(`apiVersion: v1
+kind: Service
+metadata: {name: s, namespace: %s}
+spec:
+  selector: {app: none}
+  ports: [{port: 80, targetPort: 80}]
+`, ns))
+	e.kubectl(t, "-n", ns, "label", "pod", "server", "app=none")
+	vip := e.clusterIP(t, ns, "s")
+	eventually(t, 30*time.Second, "service answers through kube-proxy", func() error {
+		if names, _, _ := answered(e.probes(t, ns+"/client", "tcp", vip+":80", 1)); names["server"] != 1 {
+			return fmt.Errorf("not answered")
+		}
+		return nil
+	})
+	for _, n := range e.cfg.NodeNames() {
+		if out := e.must(t, "exec", "node/"+n, "--", "nft", "list", "table", "inet", "sluice"); strings.Contains(out, "chain svc-") {
+			t.Errorf("%s: the agent programmed services although kube-proxy has them", n)
+		}
+		if _, code := e.sh("exec", "node/"+n, "--", "nft", "list", "table", "ip", "kube-proxy"); code != 0 {
+			t.Errorf("%s: no kube-proxy table", n)
+		}
+	}
+}

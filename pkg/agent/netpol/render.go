@@ -1,7 +1,6 @@
 package netpol
 
 import (
-	"reflect"
 	"slices"
 	"strings"
 
@@ -122,13 +121,16 @@ func RenderPartial(tx *knftables.Transaction, prev, next State) {
 		if o := oldSets[s.Name]; o != nil {
 			old = o.Elements
 		}
+		// Compared through maps: sets hold every pod of a peer, so a
+		// pairwise comparison would be quadratic in the cluster's pods.
+		had, has := elementIndex(old), elementIndex(s.Elements)
 		for _, e := range old {
-			if !slices.ContainsFunc(s.Elements, func(x Element) bool { return reflect.DeepEqual(x, e) }) {
+			if !has[elementID(e)] {
 				tx.Delete(elementObject(s, e))
 			}
 		}
 		for _, e := range s.Elements {
-			if !slices.ContainsFunc(old, func(x Element) bool { return reflect.DeepEqual(x, e) }) {
+			if !had[elementID(e)] {
 				tx.Add(elementObject(s, e))
 			}
 		}
@@ -172,6 +174,20 @@ func RenderPartial(tx *knftables.Transaction, prev, next State) {
 			tx.Delete(&knftables.Set{Name: s})
 		}
 	}
+}
+
+// elementID identifies an element with its value and comment: a change of
+// either is a delete and an add.
+func elementID(e Element) string {
+	return strings.Join(e.Key, " . ") + "\x00" + e.Value + "\x00" + e.Comment
+}
+
+func elementIndex(es []Element) map[string]bool {
+	m := make(map[string]bool, len(es))
+	for _, e := range es {
+		m[elementID(e)] = true
+	}
+	return m
 }
 
 func fullSync(tx *knftables.Transaction, prev, next State) {

@@ -412,15 +412,14 @@ func Teardown(tx *knftables.Transaction, chains, sets, maps []string) {
 		ChainServices: true, ChainMarkMasq: true, ChainMasquerading: true,
 		ChainServiceEPCheck: true, ChainNodePortEPCheck: true, ChainReject: true,
 	}
+	// Rules first (they refer to maps and sets), then maps and sets (their
+	// elements refer to chains), then the chains.
 	var ours []string
 	for _, c := range chains {
 		if static[c] || owned(c, prefixService, prefixLocal, prefixExternal, prefixEndpoint) {
 			ours = append(ours, c)
 			tx.Flush(&knftables.Chain{Name: c})
 		}
-	}
-	for _, c := range ours {
-		tx.Delete(&knftables.Chain{Name: c})
 	}
 	for _, m := range maps {
 		switch m {
@@ -432,5 +431,8 @@ func Teardown(tx *knftables.Transaction, chains, sets, maps []string) {
 		if s == SetNodePortIPs || owned(s, prefixAffinity) {
 			tx.Delete(&knftables.Set{Name: s})
 		}
+	}
+	for _, c := range ours {
+		tx.Delete(&knftables.Chain{Name: c})
 	}
 }

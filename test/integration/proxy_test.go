@@ -1,0 +1,158 @@
+//go:build integration
+
+package integration
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
+	"sigs.k8s.io/knftables"
+
+	"github.com/sluice-net/sluice/pkg/agent/dataplane"
+	"github.com/sluice-net/sluice/pkg/agent/proxy"
+	"github.com/sluice-net/sluice/pkg/netns"
+)
+
+// TestProxierAgainstKernel runs the service proxy's full sync, partial
+// syncs (affinity services included), a restart that prunes what the old
+// process left, and the teardown of a hand-over, against the real kernel's
+// nftables in a throw-away namespace: every transaction must be accepted,
+// and the table must hold what each step promises.
+func TestProxierAgainstKernel(t *testing.T) {
+	ns := fmt.Sprintf("sluice-it-px%d", time.Now().UnixNano()%1e6)
+	ip(t, "netns", "add", ns)
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
+
+	svcs := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc})
+	slices := cache.NewIndexer(cache.MetaNamespaceKeyFunc, proxy.SliceIndexers())
+	service := func(name, vip string, affinity bool) *corev1.Service {
+		s := &corev1.Service{
+			ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: name},
+			Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeNodePort, ClusterIP: vip, ClusterIPs: []string{vip},
+				Ports: []corev1.ServicePort{{Name: "http", Protocol: corev1.ProtocolTCP, Port: 80, TargetPort: intstr.FromInt32(8080)}}},
+		}
+		if affinity {
+			s.Spec.SessionAffinity = corev1.ServiceAffinityClientIP
+		}
+		return s
+	}
+	slice := func(svc string, ips ...string) *discoveryv1.EndpointSlice {
+		name, proto, port := "http", corev1.ProtocolTCP, int32(8080)
+		es := &discoveryv1.EndpointSlice{
+			ObjectMeta:  metav1.ObjectMeta{Namespace: "ns", Name: svc + "-1", Labels: map[string]string{discoveryv1.LabelServiceName: svc}},
+			AddressType: discoveryv1.AddressTypeIPv4,
+			Ports:       []discoveryv1.EndpointPort{{Name: &name, Protocol: &proto, Port: &port}},
+		}
+		for _, a := range ips {
+			es.Endpoints = append(es.Endpoints, discoveryv1.Endpoint{Addresses: []string{a}})
+		}
+		return es
+	}
+	put := func(p *proxy.Proxier, objs ...any) {
+		for _, o := range objs {
+			switch o := o.(type) {
+			case *corev1.Service:
+				svcs.Update(o)
+				p.ServiceChanged(o.Namespace, o.Name)
+			case *discoveryv1.EndpointSlice:
+				slices.Update(o)
+				p.SliceChanged(o)
+			}
+		}
+	}
+	node := proxy.NodeInfo{Name: "n1", IPs: []netip.Addr{netip.MustParseAddr("192.168.7.1")}}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+
+	err := netns.Do(netns.Path(ns), func() error {
+		ctx := context.Background()
+		nft, err := knftables.New(knftables.InetFamily, dataplane.Table)
+		if err != nil {
+			return err
+		}
+		dp := dataplane.State{ClusterCIDRs: []netip.Prefix{netip.MustParsePrefix("10.128.0.0/14")},
+			ServiceCIDRs: []netip.Prefix{netip.MustParsePrefix("172.30.0.0/16")}}
+		if err := dataplane.New(nft).Sync(ctx, dp); err != nil {
+			return err
+		}
+		p := proxy.NewProxier(nft, corelisters.NewServiceLister(svcs), slices, node, log)
+		put(p, service("web", "172.30.0.10", false), slice("web", "10.128.0.2", "10.128.2.2", "10.128.4.2"),
+			service("sticky", "172.30.0.11", true), slice("sticky", "10.128.0.3", "10.128.2.3"),
+			service("old", "172.30.0.12", false), slice("old", "10.128.0.4"))
+		if err := p.Sync(ctx); err != nil {
+			return fmt.Errorf("full sync: %w", err)
+		}
+		table := func() string {
+			out, _ := exec.Command("nft", "list", "table", "inet", dataplane.Table).CombinedOutput()
+			return string(out)
+		}
+		for _, want := range []string{"dnat ip to numgen random mod 3 map { 0 : 10.128.0.2 . 8080, 1 : 10.128.2.2 . 8080, 2 : 10.128.4.2 . 8080 }",
+			"172.30.0.12 . tcp . 80", "update @affinity-"} {
+			if !strings.Contains(table(), want) {
+				return fmt.Errorf("after the full sync the table lacks %q:\n%s", want, table())
+			}
+		}
+
+		// Partial syncs: endpoints change (also under affinity), a service goes.
+		put(p, slice("web", "10.128.0.2"), slice("sticky", "10.128.0.3", "10.128.2.3", "10.128.4.3"))
+		svcs.Delete(service("old", "172.30.0.12", false))
+		p.ServiceChanged("ns", "old")
+		if err := p.Sync(ctx); err != nil {
+			return fmt.Errorf("partial sync: %w", err)
+		}
+		if s := p.Stats(); s.Partial != 1 || s.Failed != 0 {
+			return fmt.Errorf("want one partial sync: %+v", s)
+		}
+		got := table()
+		if !strings.Contains(got, "dnat ip to 10.128.0.2:8080") || strings.Contains(got, "172.30.0.12") || !strings.Contains(got, "10.128.4.3") {
+			return fmt.Errorf("after the partial sync:\n%s", got)
+		}
+
+		// A new process prunes what the old one left: "sticky" is gone
+		// while nobody watched.
+		svcs.Delete(service("sticky", "172.30.0.11", true))
+		p2 := proxy.NewProxier(nft, corelisters.NewServiceLister(svcs), slices, node, log)
+		if err := p2.Sync(ctx); err != nil {
+			return fmt.Errorf("sync after restart: %w", err)
+		}
+		if got := table(); strings.Contains(got, "affinity-") || strings.Contains(got, "ns/sticky") {
+			return fmt.Errorf("the restarted proxy left the deleted service's objects:\n%s", got)
+		}
+
+		// Hand-over: every proxy object goes, the pod network's stay.
+		var lists [3][]string
+		for i, what := range []string{"chains", "sets", "maps"} {
+			if lists[i], err = nft.List(ctx, what); err != nil {
+				return err
+			}
+		}
+		tx := nft.NewTransaction()
+		proxy.Teardown(tx, lists[0], lists[1], lists[2])
+		if err := nft.Run(ctx, tx); err != nil {
+			return fmt.Errorf("teardown: %w", err)
+		}
+		got = table()
+		if strings.Contains(got, "chain svc-") || strings.Contains(got, "map service-") || strings.Contains(got, "chain service") || strings.Contains(got, "nodeport-ips") {
+			return fmt.Errorf("teardown left proxy objects:\n%s", got)
+		}
+		if !strings.Contains(got, "chain pod-antispoof") || !strings.Contains(got, "set cluster-cidrs") {
+			return fmt.Errorf("teardown removed the pod network's objects:\n%s", got)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
