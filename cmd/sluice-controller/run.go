@@ -2,10 +2,13 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	kubeinformers "k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
@@ -18,8 +21,10 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/sluice-net/sluice/pkg/client/clientset/versioned"
+	sluicescheme "github.com/sluice-net/sluice/pkg/client/clientset/versioned/scheme"
 	sluiceinformers "github.com/sluice-net/sluice/pkg/client/informers/externalversions"
 	"github.com/sluice-net/sluice/pkg/controller/hostsubnet"
+	"github.com/sluice-net/sluice/pkg/controller/netnamespace"
 )
 
 // run connects to the API server and runs the controllers until ctx ends: at once without
@@ -48,7 +53,7 @@ func run(ctx context.Context, o *options) error {
 	defer broadcaster.Shutdown()
 	broadcaster.StartStructuredLogging(4)
 	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: kube.CoreV1().Events("")})
-	recorder := broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "sluice-controller", Host: o.id})
+	recorder := broadcaster.NewRecorder(eventScheme(), corev1.EventSource{Component: "sluice-controller", Host: o.id})
 
 	controllers := func(ctx context.Context) error {
 		kubeInf := kubeinformers.NewSharedInformerFactory(kube, o.resync)
@@ -63,9 +68,26 @@ func run(ctx context.Context, o *options) error {
 		if err != nil {
 			return err
 		}
+		nn, err := netnamespace.New(kube, sluice,
+			kubeInf.Core().V1().Namespaces(),
+			sluiceInf.Sluice().V1alpha1().NetNamespaces(),
+			recorder, netnamespace.Options{})
+		if err != nil {
+			return err
+		}
 		kubeInf.Start(ctx.Done())
 		sluiceInf.Start(ctx.Done())
-		return hs.Run(ctx, o.workers)
+		// Both run until ctx ends (the term is over); if one fails, the other is stopped
+		// too, so that the replica gives up the lease rather than lead half-working.
+		ctx, stop := context.WithCancel(ctx)
+		defer stop()
+		errs := make(chan error, 2)
+		go func() { errs <- hs.Run(ctx, o.workers) }()
+		go func() { errs <- nn.Run(ctx, o.workers) }()
+		first := <-errs
+		stop()
+		second := <-errs
+		return errors.Join(first, second)
 	}
 
 	if !o.leaderElect {
@@ -155,4 +177,13 @@ func restConfig(kubeconfig string) (*rest.Config, error) {
 		return nil, fmt.Errorf("--kubeconfig %s: %w", kubeconfig, err)
 	}
 	return cfg, nil
+}
+
+// eventScheme knows the Kubernetes and the Sluice types, so that events can be recorded on
+// Nodes, Namespaces and Sluice's objects (NetNamespaces) alike.
+func eventScheme() *runtime.Scheme {
+	s := runtime.NewScheme()
+	utilruntime.Must(scheme.AddToScheme(s))
+	utilruntime.Must(sluicescheme.AddToScheme(s))
+	return s
 }

@@ -18,7 +18,15 @@ const (
 	// exitBadInput: bad flags, an unreadable file, or an input value that is invalid; one
 	// line per problem on standard error.
 	exitBadInput = 2
+	// exitFailed: the command could not do its work: the cluster could not be reached, or a
+	// change was not applied in time.
+	exitFailed = 3
 )
+
+// globalOptions are the flags every command has.
+type globalOptions struct {
+	kubeconfig string
+}
 
 // exitError carries an exit status and the lines to print on standard error.
 type exitError struct {
@@ -60,11 +68,16 @@ func newRootCommand() *cobra.Command {
 		Long: `sluicectl is the operator's tool for Sluice, an SDN for Kubernetes.
 
 Exit status: 0 success; 1 the command ran and found problems (such as overlapping
-networks); 2 bad input (flags, files or values), one line per problem on standard error.`,
+networks, or a change the controller refused); 2 bad input (flags, files or values), one
+line per problem on standard error; 3 the command could not do its work (the cluster could
+not be reached, or a change was not applied in time).`,
 		SilenceErrors: true,
 		SilenceUsage:  true,
 	}
 	root.CompletionOptions.HiddenDefaultCmd = true
+	g := &globalOptions{}
+	root.PersistentFlags().StringVar(&g.kubeconfig, "kubeconfig", "", "kubeconfig of the cluster, for commands that talk to one (default "+defaultKubeconfig()+")")
 	root.AddCommand(newPlanCommand())
+	root.AddCommand(newPodNetworkCommand(g))
 	return root
 }
