@@ -34,6 +34,7 @@ const PodIfPrefix = "slp"
 type Pod struct {
 	Iface string
 	IP    netip.Addr
+	Owner string // namespace/name; not part of the table, for the layers above
 }
 
 // State is the desired dataplane of a node.

@@ -16,6 +16,7 @@ import (
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/labels"
+	kubeinformers "k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/knftables"
@@ -60,6 +61,7 @@ type Agent struct {
 	self        *v1alpha1.HostSubnet
 	resync      chan struct{}
 	services    serviceProxy
+	iso         *isolation // nil without a Kubernetes client
 }
 
 // ConflistName is the file the agent installs in the CNI configuration
@@ -74,6 +76,19 @@ func (a *Agent) Run(ctx context.Context) error {
 	cn := f.Sluice().V1alpha1().ClusterNetworks()
 	a.hostSubnets, a.networks = hs.Lister(), cn.Lister()
 	a.resync = make(chan struct{}, 1)
+	synced := []cache.InformerSynced{hs.Informer().HasSynced, cn.Informer().HasSynced}
+	if a.Kube != nil {
+		kf := kubeinformers.NewSharedInformerFactory(a.Kube, 0)
+		nn := f.Sluice().V1alpha1().NetNamespaces()
+		iso, err := newIsolation(a, kf, nn.Lister(), nn.Informer())
+		if err != nil {
+			return err
+		}
+		a.iso = iso
+		kf.Start(ctx.Done())
+		synced = append(synced, nn.Informer().HasSynced, kf.Core().V1().Pods().Informer().HasSynced,
+			kf.Core().V1().Namespaces().Informer().HasSynced, kf.Networking().V1().NetworkPolicies().Informer().HasSynced)
+	}
 	kick := cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(any) { a.requestSync() },
 		UpdateFunc: func(any, any) { a.requestSync() },
@@ -82,7 +97,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	hs.Informer().AddEventHandler(kick)
 	cn.Informer().AddEventHandler(kick)
 	f.Start(ctx.Done())
-	if !cache.WaitForCacheSync(ctx.Done(), hs.Informer().HasSynced, cn.Informer().HasSynced) {
+	if !cache.WaitForCacheSync(ctx.Done(), synced...) {
 		return errors.New("informer caches did not sync")
 	}
 
@@ -98,6 +113,19 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	if err := a.initNode(ctx, self, network); err != nil {
 		return err
+	}
+	if a.iso != nil {
+		// Pods already running get their rules before new ones are wired.
+		pods, err := a.net.Pods()
+		if err != nil {
+			return err
+		}
+		a.iso.setLocal(pods)
+		if err := a.iso.sync(ctx); err != nil {
+			log.Warn("first isolation sync failed; retrying", "err", err)
+			a.iso.request()
+		}
+		go a.iso.run(ctx)
 	}
 	srv.SetReady(true)
 	a.net.SetReady(true)
@@ -125,7 +153,11 @@ func (a *Agent) Run(ctx context.Context) error {
 }
 
 // requestSync coalesces change notifications: a storm costs one sync.
+// Isolation depends on the mode and the nodes' addresses too.
 func (a *Agent) requestSync() {
+	if a.iso != nil {
+		a.iso.request()
+	}
 	select {
 	case a.resync <- struct{}{}:
 	default:
@@ -205,6 +237,9 @@ func (a *Agent) initNode(ctx context.Context, self *v1alpha1.HostSubnet, cn *v1a
 	}
 	a.dp = dataplane.New(nft)
 	a.net.IPAM, a.net.Dataplane, a.net.Subnet, a.net.MTU = ipam, a.dp, subnet, podMTU
+	if a.iso != nil {
+		a.net.Dataplane = admittingDataplane{dp: a.dp, iso: a.iso}
+	}
 	port := int(cn.Spec.VXLANPort)
 	if port == 0 {
 		port = 4789

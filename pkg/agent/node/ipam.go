@@ -24,7 +24,7 @@ func (a ipamAdapter) Attachments() ([]podnet.Attachment, error) {
 	var l []podnet.Attachment
 	for _, x := range a.List() {
 		if !x.Stale {
-			l = append(l, podnet.Attachment{ContainerID: x.ContainerID, IfName: x.IfName, IP: x.Addr})
+			l = append(l, podnet.Attachment{ContainerID: x.ContainerID, IfName: x.IfName, IP: x.Addr, Owner: x.Owner})
 		}
 	}
 	return l, nil

@@ -36,6 +36,7 @@ type IPAM interface {
 type Attachment struct {
 	ContainerID, IfName string
 	IP                  netip.Addr
+	Owner               string // namespace/name of the pod
 }
 
 // Links programs pod interfaces (package link in real life).
@@ -100,7 +101,7 @@ func (n *Network) Add(ctx context.Context, c *cniserver.Call) (*current.Result, 
 		return nil, fmt.Errorf("set up %s's interface: %w", owner, err)
 	}
 	hostIf := link.HostIfName(c.ContainerID)
-	if err := n.Dataplane.AddPod(ctx, dataplane.Pod{Iface: hostIf, IP: ip}); err != nil {
+	if err := n.Dataplane.AddPod(ctx, dataplane.Pod{Iface: hostIf, IP: ip, Owner: owner}); err != nil {
 		return nil, fmt.Errorf("admit %s into the dataplane: %w", owner, err)
 	}
 	undo = false
@@ -202,7 +203,7 @@ func (n *Network) Pods() ([]dataplane.Pod, error) {
 	}
 	pods := make([]dataplane.Pod, 0, len(atts))
 	for _, a := range atts {
-		pods = append(pods, dataplane.Pod{Iface: link.HostIfName(a.ContainerID), IP: a.IP})
+		pods = append(pods, dataplane.Pod{Iface: link.HostIfName(a.ContainerID), IP: a.IP, Owner: a.Owner})
 	}
 	return pods, nil
 }

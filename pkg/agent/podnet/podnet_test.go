@@ -35,7 +35,7 @@ func (f *fakeIPAM) Allocate(cid, ifn, owner string) (netip.Addr, error) {
 	}
 	f.next++
 	ip := netip.AddrFrom4([4]byte{10, 128, 0, byte(1 + f.next)})
-	f.atts[f.key(cid, ifn)] = Attachment{cid, ifn, ip}
+	f.atts[f.key(cid, ifn)] = Attachment{ContainerID: cid, IfName: ifn, IP: ip, Owner: owner}
 	return ip, nil
 }
 func (f *fakeIPAM) Release(cid, ifn string) error {
