@@ -3,7 +3,7 @@ GO      ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
 BIN     := $(CURDIR)/bin
 LAB     := $(BIN)/sluice-lab
 
-.PHONY: all build deps lab lab-down test unit integration e2e kube-binaries need-root bench bench-podnet clean
+.PHONY: all build deps lab lab-down test unit integration e2e kube-binaries need-root bench bench-podnet bench-netpol clean
 
 all: build
 
@@ -47,11 +47,15 @@ e2e: deps kube-binaries
 
 # Benchmarks: side by side with their anchors, Markdown on stdout
 # (copied into docs/performance.md with the machine and command).
-bench: bench-podnet
+bench: bench-podnet bench-netpol
 
 bench-podnet: deps build
 	$(GO) build -o $(BIN)/bench-podnet ./bench/podnet
 	$(BIN)/bench-podnet
+
+bench-netpol: deps build kube-binaries
+	$(GO) build -o $(BIN)/bench-netpol ./bench/netpol
+	$(BIN)/bench-netpol
 
 clean:
 	rm -rf $(BIN)
