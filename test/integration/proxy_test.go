@@ -98,7 +98,8 @@ func TestProxierAgainstKernel(t *testing.T) {
 			out, _ := exec.Command("nft", "list", "table", "inet", dataplane.Table).CombinedOutput()
 			return string(out)
 		}
-		for _, want := range []string{"dnat ip to numgen random mod 3 map { 0 : 10.128.0.2 . 8080, 1 : 10.128.2.2 . 8080, 2 : 10.128.4.2 . 8080 }",
+		for _, want := range []string{`172.30.0.10 . tcp . 80 comment "ns/web:http/tcp" : goto pick-masq-tcp-3`,
+			"172.30.0.10 . 80 . 2 : 10.128.4.2 . 8080", "dnat ip to ip daddr . tcp dport . numgen random mod 3 map @service-endpoints-tcp",
 			"172.30.0.12 . tcp . 80", "update @affinity-"} {
 			if !strings.Contains(table(), want) {
 				return fmt.Errorf("after the full sync the table lacks %q:\n%s", want, table())
@@ -116,7 +117,8 @@ func TestProxierAgainstKernel(t *testing.T) {
 			return fmt.Errorf("want one partial sync: %+v", s)
 		}
 		got := table()
-		if !strings.Contains(got, "dnat ip to 10.128.0.2:8080") || strings.Contains(got, "172.30.0.12") || !strings.Contains(got, "10.128.4.3") {
+		if !strings.Contains(got, "goto pick-masq-tcp-1") || strings.Contains(got, "172.30.0.10 . 80 . 1 ") ||
+			strings.Contains(got, "172.30.0.12") || !strings.Contains(got, "10.128.4.3") {
 			return fmt.Errorf("after the partial sync:\n%s", got)
 		}
 
@@ -144,7 +146,8 @@ func TestProxierAgainstKernel(t *testing.T) {
 			return fmt.Errorf("teardown: %w", err)
 		}
 		got = table()
-		if strings.Contains(got, "chain svc-") || strings.Contains(got, "map service-") || strings.Contains(got, "chain service") || strings.Contains(got, "nodeport-ips") {
+		if strings.Contains(got, "chain svc-") || strings.Contains(got, "map service-") || strings.Contains(got, "chain service") ||
+			strings.Contains(got, "chain pick-") || strings.Contains(got, "nodeport-ips") {
 			return fmt.Errorf("teardown left proxy objects:\n%s", got)
 		}
 		if !strings.Contains(got, "chain pod-antispoof") || !strings.Contains(got, "set cluster-cidrs") {

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"net/netip"
 	"reflect"
 	"slices"
 
@@ -38,12 +39,12 @@ func RenderPartial(tx *knftables.Transaction, prev, next State) {
 			continue
 		}
 		if o == nil {
-			renderService(tx, sp)
+			renderService(tx, sp, next.NodeIPs)
 			continue
 		}
 		oldChains, oldSets := Objects(State{Services: []ServicePort{*o}})
 		newChains, newSets := Objects(State{Services: []ServicePort{*sp}})
-		for _, e := range elements(o) {
+		for _, e := range elements(o, prev.NodeIPs) {
 			tx.Delete(e)
 		}
 		for _, c := range oldChains {
@@ -56,7 +57,7 @@ func RenderPartial(tx *knftables.Transaction, prev, next State) {
 				tx.Delete(&knftables.Set{Name: s})
 			}
 		}
-		renderService(tx, sp)
+		renderService(tx, sp, next.NodeIPs)
 		for _, c := range oldChains {
 			if !slices.Contains(newChains, c) {
 				tx.Delete(&knftables.Chain{Name: c})
@@ -69,7 +70,7 @@ func RenderPartial(tx *knftables.Transaction, prev, next State) {
 			continue
 		}
 		chains, sets := Objects(State{Services: []ServicePort{*o}})
-		for _, e := range elements(o) {
+		for _, e := range elements(o, prev.NodeIPs) {
 			tx.Delete(e)
 		}
 		for _, c := range chains {
@@ -85,9 +86,9 @@ func RenderPartial(tx *knftables.Transaction, prev, next State) {
 }
 
 // elements are the map elements renderService writes for sp.
-func elements(sp *ServicePort) []*knftables.Element {
+func elements(sp *ServicePort, nodeIPs []netip.Addr) []*knftables.Element {
 	rec := &recorder{}
-	renderService(rec, sp)
+	renderService(rec, sp, nodeIPs)
 	var out []*knftables.Element
 	for _, obj := range rec.added {
 		if e, ok := obj.(*knftables.Element); ok && e.Map != "" {

@@ -112,7 +112,7 @@ func TestRenderPartialEqualsFull(t *testing.T) {
 					chains, sets := Objects(State{Services: []ServicePort{*sp}})
 					forbidden = append(forbidden, chains...)
 					forbidden = append(forbidden, sets...)
-					for _, e := range elements(sp) {
+					for _, e := range elements(sp, st.NodeIPs) {
 						forbidden = append(forbidden, "{ "+strings.Join(e.Key, " . ")+" ")
 					}
 				}

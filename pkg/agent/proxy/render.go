@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -38,7 +39,37 @@ const (
 	MapNoEndpointServices = "no-endpoint-services"
 	MapNoEndpointNodePort = "no-endpoint-nodeports"
 	SetNodePortIPs        = "nodeport-ips"
+	// MapEndpointsPrefix + protocol (tcp, udp, sctp) names the maps of the
+	// shared picking chains: destination . port . index → endpoint . port.
+	MapEndpointsPrefix = "service-endpoints-"
 )
+
+// MaxSharedPick is the largest endpoint count the shared picking chains
+// serve; a service port with more endpoints gets its own chain.
+const MaxSharedPick = 32
+
+var protocols = []string{"tcp", "udp", "sctp"}
+
+// Shared picking chains (per protocol and endpoint count N, 1 ≤ N ≤
+// MaxSharedPick): pick-<p>-<N> DNATs through the protocol's endpoint map
+// with numgen random mod N; pick-masq-<p>-<N> first marks sources outside
+// the pod network for masquerade (cluster IPs); pick-ext-<p>-<N> marks
+// every source (external destinations, Cluster policy).
+func pickChain(kind, l4 string, n int) string {
+	if kind == "" {
+		return fmt.Sprintf("pick-%s-%d", l4, n)
+	}
+	return fmt.Sprintf("pick-%s-%s-%d", kind, l4, n)
+}
+
+// shared reports whether sp is served by the shared picking chains and the
+// endpoint maps instead of chains of its own: no ClientIP affinity (which
+// needs a chain per endpoint), Cluster external policy (Local needs to tell
+// pods and the node from external clients), and few enough endpoints.
+func shared(sp *ServicePort) bool {
+	return sp.AffinitySeconds == 0 && !sp.ExternalPolicyLocal &&
+		len(sp.Internal()) <= MaxSharedPick && len(sp.External()) <= MaxSharedPick
+}
 
 // Prefixes of the per-service-port and per-endpoint objects; Prune owns
 // every chain and set whose name starts with one of them.
@@ -104,6 +135,9 @@ func proto(p corev1.Protocol) string { return strings.ToLower(string(p)) }
 func Objects(st State) (chains, sets []string) {
 	for i := range st.Services {
 		sp := &st.Services[i]
+		if shared(sp) {
+			continue
+		}
 		if len(sp.Cluster) > 0 {
 			chains = append(chains, serviceChain(sp))
 		}
@@ -154,13 +188,16 @@ func Render(tx *knftables.Transaction, st State) {
 	for _, m := range []string{MapServiceIPs, MapServiceNodePorts, MapNoEndpointServices, MapNoEndpointNodePort} {
 		tx.Flush(&knftables.Map{Name: m})
 	}
+	for _, p := range protocols {
+		tx.Flush(&knftables.Map{Name: MapEndpointsPrefix + p})
+	}
 	tx.Flush(&knftables.Set{Name: SetNodePortIPs})
 	for _, ip := range st.NodeIPs {
 		tx.Add(&knftables.Element{Set: SetNodePortIPs, Key: []string{ip.String()}})
 	}
 
 	for i := range st.Services {
-		renderService(tx, &st.Services[i])
+		renderService(tx, &st.Services[i], st.NodeIPs)
 	}
 }
 
@@ -190,6 +227,22 @@ func renderSkeleton(tx *knftables.Transaction) {
 
 	mark := fmt.Sprintf("0x%x", MasqMark)
 	chain(ChainMarkMasq, "meta mark set meta mark or "+mark)
+
+	// The endpoint maps and the shared picking chains. The rules that use
+	// a map are added while it is empty (it was just flushed): binding a map
+	// to a rule checks every element it holds.
+	for _, p := range protocols {
+		// Typed by the protocol's own port field (not th dport): nft 1.0.6
+		// cannot read back "meta l4proto tcp" followed by a th-keyed map.
+		tx.Add(&knftables.Map{Name: MapEndpointsPrefix + p, TypeOf: fmt.Sprintf("ip daddr . %[1]s dport . numgen random mod 2 : ip daddr . %[1]s dport", p),
+			Comment: knftables.PtrTo(p + " service destination . port . index → endpoint . port")})
+		tx.Flush(&knftables.Map{Name: MapEndpointsPrefix + p})
+		for n := 1; n <= MaxSharedPick; n++ {
+			chain(pickChain("", p, n), fmt.Sprintf("meta l4proto %[1]s dnat ip to ip daddr . %[1]s dport . numgen random mod %[2]d map @%[3]s", p, n, MapEndpointsPrefix+p))
+			chain(pickChain("masq", p, n), "ip saddr != @"+dataplane.SetClusterCIDR+" jump "+ChainMarkMasq, "goto "+pickChain("", p, n))
+			chain(pickChain("ext", p, n), "jump "+ChainMarkMasq, "goto "+pickChain("", p, n))
+		}
+	}
 	chain(ChainMasquerading,
 		"meta mark & "+mark+" == 0 return",
 		"meta mark set meta mark xor "+mark,
@@ -223,7 +276,11 @@ func renderSkeleton(tx *knftables.Transaction) {
 		"jump "+ChainMasquerading)
 }
 
-func renderService(tx writer, sp *ServicePort) {
+func renderService(tx writer, sp *ServicePort, nodeIPs []netip.Addr) {
+	if shared(sp) {
+		renderShared(tx, sp, nodeIPs)
+		return
+	}
 	l4 := proto(sp.Protocol)
 	port := itoa(sp.Port)
 	comment := knftables.PtrTo(sp.Name.String() + "/" + l4)
@@ -353,6 +410,68 @@ func renderService(tx writer, sp *ServicePort) {
 	}
 }
 
+// renderShared writes a service port served by the shared picking chains:
+// only map elements, no chain of its own. Each destination (cluster IP,
+// external or load-balancer IP, node port on each node address) gets the
+// port's endpoints as elements dest . port . i of the protocol's endpoint
+// map, and a dispatch element pointing at the picking chain for their count.
+func renderShared(tx writer, sp *ServicePort, nodeIPs []netip.Addr) {
+	l4 := proto(sp.Protocol)
+	port := itoa(sp.Port)
+	comment := knftables.PtrTo(sp.Name.String() + "/" + l4)
+	noEP := "goto " + ChainReject
+	if sp.HasEndpoints {
+		noEP = "drop"
+	}
+	endpoints := func(dest netip.Addr, port string, eps []Endpoint) {
+		for i, e := range eps {
+			tx.Add(&knftables.Element{Map: MapEndpointsPrefix + l4, Key: []string{dest.String(), port, strconv.Itoa(i)},
+				Value: []string{e.IP.String(), itoa(e.Port)}})
+		}
+	}
+	if internal := sp.Internal(); len(internal) > 0 {
+		target := pickChain("masq", l4, len(internal))
+		if sp.InternalPolicyLocal {
+			target = pickChain("", l4, len(internal)) // the source stays: no masquerade
+		}
+		for _, vip := range sp.ClusterIPs {
+			tx.Add(&knftables.Element{Map: MapServiceIPs, Key: []string{vip.String(), l4, port}, Value: []string{"goto " + target}, Comment: comment})
+			endpoints(vip, port, internal)
+		}
+	} else {
+		for _, vip := range sp.ClusterIPs {
+			tx.Add(&knftables.Element{Map: MapNoEndpointServices, Key: []string{vip.String(), l4, port}, Value: []string{noEP}, Comment: comment})
+		}
+	}
+	if !sp.ExternallyAccessible() {
+		return
+	}
+	ext := append(slices.Clone(sp.ExternalIPs), sp.LoadBalancerIPs...)
+	slices.SortFunc(ext, netip.Addr.Compare)
+	ext = slices.Compact(ext)
+	eps := sp.External()
+	if len(eps) == 0 {
+		for _, ip := range ext {
+			tx.Add(&knftables.Element{Map: MapNoEndpointServices, Key: []string{ip.String(), l4, port}, Value: []string{noEP}, Comment: comment})
+		}
+		if sp.NodePort != 0 {
+			tx.Add(&knftables.Element{Map: MapNoEndpointNodePort, Key: []string{l4, itoa(sp.NodePort)}, Value: []string{noEP}, Comment: comment})
+		}
+		return
+	}
+	target := pickChain("ext", l4, len(eps))
+	for _, ip := range ext {
+		tx.Add(&knftables.Element{Map: MapServiceIPs, Key: []string{ip.String(), l4, port}, Value: []string{"goto " + target}, Comment: comment})
+		endpoints(ip, port, eps)
+	}
+	if sp.NodePort != 0 {
+		tx.Add(&knftables.Element{Map: MapServiceNodePorts, Key: []string{l4, itoa(sp.NodePort)}, Value: []string{"goto " + target}, Comment: comment})
+		for _, ip := range nodeIPs {
+			endpoints(ip, itoa(sp.NodePort), eps)
+		}
+	}
+}
+
 // owned reports a per-service object: a known prefix followed by the
 // 8-character base32 hash and a dash, so static chains such as
 // service-endpoints-check never match.
@@ -414,6 +533,11 @@ func Teardown(tx *knftables.Transaction, chains, sets, maps []string) {
 	}
 	// Rules first (they refer to maps and sets), then maps and sets (their
 	// elements refer to chains), then the chains.
+	for _, p := range protocols {
+		for n := 1; n <= MaxSharedPick; n++ {
+			static[pickChain("", p, n)], static[pickChain("masq", p, n)], static[pickChain("ext", p, n)] = true, true, true
+		}
+	}
 	var ours []string
 	for _, c := range chains {
 		if static[c] || owned(c, prefixService, prefixLocal, prefixExternal, prefixEndpoint) {
@@ -423,7 +547,8 @@ func Teardown(tx *knftables.Transaction, chains, sets, maps []string) {
 	}
 	for _, m := range maps {
 		switch m {
-		case MapServiceIPs, MapServiceNodePorts, MapNoEndpointServices, MapNoEndpointNodePort:
+		case MapServiceIPs, MapServiceNodePorts, MapNoEndpointServices, MapNoEndpointNodePort,
+			MapEndpointsPrefix + "tcp", MapEndpointsPrefix + "udp", MapEndpointsPrefix + "sctp":
 			tx.Delete(&knftables.Map{Name: m})
 		}
 	}

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"slices"
 	"strings"
@@ -206,6 +207,7 @@ func TestRenderContract(t *testing.T) {
 	st := scenario(t)
 	dump := render(t, st).Dump()
 	web := st.Services[slices.IndexFunc(st.Services, func(s ServicePort) bool { return s.Name.Name == "web" })]
+	local := st.Services[slices.IndexFunc(st.Services, func(s ServicePort) bool { return s.Name.Name == "local" })]
 	for _, want := range []string{
 		"add chain inet sluice svc-filter-input { type filter hook input priority -110 ; }",
 		"add chain inet sluice svc-filter-forward { type filter hook forward priority -110 ; }",
@@ -218,11 +220,19 @@ func TestRenderContract(t *testing.T) {
 		"add element inet sluice nodeport-ips { 192.168.1.10 }",
 		"add rule inet sluice mark-for-masquerade meta mark set meta mark or 0x1000",
 		"add rule inet sluice masquerading masquerade fully-random",
-		"add element inet sluice service-ips { 172.30.0.10 . tcp . 80 comment \"ns/web:http/tcp\" : goto " + serviceChain(&web) + " }",
-		"add element inet sluice service-nodeports { tcp . 30080 comment \"ns/web:http/tcp\" : goto " + externalChain(&web) + " }",
+		// web has no affinity and Cluster policies: shared picking chains, map elements only.
+		"add element inet sluice service-ips { 172.30.0.10 . tcp . 80 comment \"ns/web:http/tcp\" : goto pick-masq-tcp-2 }",
+		"add element inet sluice service-nodeports { tcp . 30080 comment \"ns/web:http/tcp\" : goto pick-ext-tcp-2 }",
+		"add rule inet sluice pick-masq-tcp-2 ip saddr != @cluster-cidrs jump mark-for-masquerade",
+		"add rule inet sluice pick-ext-tcp-2 jump mark-for-masquerade",
+		"add rule inet sluice pick-tcp-2 meta l4proto tcp dnat ip to ip daddr . tcp dport . numgen random mod 2 map @service-endpoints-tcp",
+		"add element inet sluice service-endpoints-tcp { 172.30.0.10 . 80 . 1 : 10.128.1.2 . 8080 }",
+		"add element inet sluice service-endpoints-tcp { 192.168.1.10 . 30080 . 0 : 10.128.0.2 . 8080 }",
 		"add element inet sluice no-endpoint-services { 172.30.0.13 . tcp . 80 comment \"ns/empty:http/tcp\" : goto reject-chain }",
 		"add element inet sluice no-endpoint-nodeports { tcp . 30083 comment \"ns/empty:http/tcp\" : goto reject-chain }",
-		"add rule inet sluice " + serviceChain(&web) + " meta l4proto tcp dnat ip to numgen random mod 2 map { 0 : 10.128.0.2 . 8080 , 1 : 10.128.1.2 . 8080 }",
+		// local (externalTrafficPolicy Local) keeps chains of its own.
+		"add rule inet sluice " + serviceChain(&local) + " meta l4proto tcp dnat ip to numgen random mod 2 map { 0 : 10.128.0.2 . 8080 , 1 : 10.128.1.2 . 8080 }",
+		"add element inet sluice service-ips { 198.51.100.8 . tcp . 80 comment \"ns/local:http/tcp\" : goto " + externalChain(&local) + " }",
 		"add rule inet sluice svc-nat-postrouting ct status dnat oifname . ip saddr @pod-ifaddrs jump mark-for-masquerade",
 	} {
 		if !strings.Contains(dump, want) {
@@ -241,9 +251,9 @@ func TestRenderContract(t *testing.T) {
 			t.Errorf("table lacks %q", want)
 		}
 	}
-	// Without affinity there are no endpoint chains at all.
-	if strings.Contains(dump, "add chain inet sluice endpoint-") && strings.Contains(dump, "ns/web/tcp/http__") {
-		t.Errorf("endpoint chains rendered for a service without affinity")
+	// A shared service has no chain of its own.
+	if strings.Contains(dump, "ns/web/tcp/http") {
+		t.Errorf("chains rendered for a service the shared picking chains serve")
 	}
 	if c := serviceChain(&web); !strings.HasPrefix(c, "service-") || !strings.HasSuffix(c, "-ns/web/tcp/http") || len(c) != len("service-12345678-ns/web/tcp/http") {
 		t.Errorf("chain name %q", c)
@@ -316,5 +326,27 @@ func TestRenderConverges(t *testing.T) {
 				t.Errorf("re-render differs from a fresh one:\n--- got\n%s\n--- want\n%s", got, want)
 			}
 		})
+	}
+}
+
+// A service port with more endpoints than the shared picking chains serve
+// gets chains of its own, and traces the same way.
+func TestManyEndpointsGetOwnChains(t *testing.T) {
+	var eps []ep
+	for i := range MaxSharedPick + 1 {
+		eps = append(eps, readyEP(fmt.Sprintf("10.128.3.%d", i+1), "node-b"))
+	}
+	big := svc("big")
+	st := buildAll(t, []*corev1.Service{big}, []*discoveryv1.EndpointSlice{slice("big", "big-1", 8080, eps...)})
+	if shared(&st.Services[0]) {
+		t.Fatalf("%d endpoints: want chains of its own", len(eps))
+	}
+	f := render(t, st)
+	if !strings.Contains(f.Dump(), "add chain inet sluice "+serviceChain(&st.Services[0])) {
+		t.Fatalf("no service chain")
+	}
+	got := newTracer(t, f).trace(pkt{pod, "172.30.0.10", "tcp", 80})
+	if len(got) != len(eps) {
+		t.Errorf("%d outcomes, want one per endpoint (%d): %v", len(got), len(eps), got)
 	}
 }

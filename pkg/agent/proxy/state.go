@@ -174,8 +174,9 @@ type conflictError struct{ msg string }
 func (e *conflictError) Error() string { return e.msg }
 
 // dropConflicts removes a destination (address, protocol, port) that two
-// service ports claim, keeping the first claim: cluster IPs before external
-// and load-balancer IPs, then service order. Two elements with one key
+// service ports claim, keeping the first claim: cluster IPs, then node ports
+// (on every node address), then external and load-balancer IPs; within each,
+// service order. Two elements with one key
 // would make the whole nftables transaction fail, taking every service
 // down for one user's duplicate externalIP.
 func dropConflicts(st *State) []error {
@@ -191,6 +192,24 @@ func dropConflicts(st *State) []error {
 		sp := &st.Services[i]
 		for _, ip := range sp.ClusterIPs {
 			owner[dest{ip, sp.Protocol, sp.Port}] = sp.Name.String()
+		}
+	}
+	// Node ports next: they are claimed on every node address, where an
+	// external IP that is a node address must not shadow them.
+	for i := range st.Services {
+		sp := &st.Services[i]
+		if sp.NodePort == 0 {
+			continue
+		}
+		d := dest{proto: sp.Protocol, port: sp.NodePort}
+		if o, taken := nodePorts[d]; taken {
+			errs = append(errs, &conflictError{fmt.Sprintf("service %s: node port %s/%d is already used by %s; ignored", sp.Name, sp.Protocol, sp.NodePort, o)})
+			sp.NodePort = 0
+			continue
+		}
+		nodePorts[d] = sp.Name.String()
+		for _, ip := range st.NodeIPs {
+			owner[dest{ip, sp.Protocol, sp.NodePort}] = sp.Name.String() + " (node port)"
 		}
 	}
 	for i := range st.Services {
@@ -210,15 +229,6 @@ func dropConflicts(st *State) []error {
 		}
 		sp.ExternalIPs = keep("externalIP", sp.ExternalIPs)
 		sp.LoadBalancerIPs = keep("load-balancer IP", sp.LoadBalancerIPs)
-		if sp.NodePort != 0 {
-			d := dest{proto: sp.Protocol, port: sp.NodePort}
-			if o, taken := nodePorts[d]; taken {
-				errs = append(errs, &conflictError{fmt.Sprintf("service %s: node port %s/%d is already used by %s; ignored", sp.Name, sp.Protocol, sp.NodePort, o)})
-				sp.NodePort = 0
-			} else {
-				nodePorts[d] = sp.Name.String()
-			}
-		}
 	}
 	return errs
 }

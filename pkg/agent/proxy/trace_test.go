@@ -173,6 +173,24 @@ func (tr *tracer) rules(rs []*knftables.Rule, i int, c tctx) []tctx {
 			tr.affinity[s] = append(tr.affinity[s], c.src)
 		}
 		return next(c)
+	case hasPrefix(w, "dnat", "ip", "to", "ip", "daddr", ".") && len(w) == 15 && w[6] == c.proto && hasPrefix(w[7:], "dport", ".", "numgen", "random", "mod") && w[13] == "map":
+		// dnat ip to ip daddr . <proto> dport . numgen random mod N map @service-endpoints-<proto>
+		n, _ := strconv.Atoi(w[12])
+		m := tr.tbl.Maps[strings.TrimPrefix(w[14], "@")]
+		if m == nil {
+			tr.t.Fatalf("tracer: no map %s", w[14])
+		}
+		var out []tctx
+		for k := range n {
+			e := m.FindElement(c.dst.String(), strconv.Itoa(c.port), strconv.Itoa(k))
+			if e == nil {
+				tr.t.Fatalf("tracer: %s has no element %s . %d . %d (rule %q)", w[14], c.dst, c.port, k, rs[i].Rule)
+			}
+			d := c
+			d.done, d.verdict = true, "dnat "+e.Value[0]+":"+e.Value[1]
+			out = append(out, d)
+		}
+		return out
 	case hasPrefix(w, "dnat", "ip", "to", "numgen", "random", "mod") && w[7] == "map":
 		// dnat ip to numgen random mod N map { 0 : A . P , 1 : … }
 		body := strings.Join(w[9:len(w)-1], " ")
