@@ -497,12 +497,11 @@ spec:
 	})
 }
 
-// TestServiceProxyHandover: ClusterNetwork spec.serviceProxy External hands
-// Services to another proxy (the agents remove their rules), Sluice takes
-// them back; switched live.
-func TestServiceProxyHandover(t *testing.T) {
-	e := sl
-	ns := "e2e-handover"
+// serverBehindService runs pod "server" (node2) behind Service "s" and pod
+// "client" (node1) in a new namespace ns; the returned check says whether
+// the client reaches the server through the service.
+func (e *labEnv) serverBehindService(t *testing.T, ns string) func() error {
+	t.Helper()
 	e.namespace(t, ns)
 	e.applyPod(t, ns, "server", "node2", "http")
 	e.applyPod(t, ns, "client", "node1", "http")
@@ -516,12 +515,21 @@ spec:
 `, ns))
 	e.kubectl(t, "-n", ns, "label", "pod", "server", "app=none")
 	vip := e.clusterIP(t, ns, "s")
-	reach := func() error {
+	return func() error {
 		if names, _, _ := answered(e.probes(t, ns+"/client", "tcp", vip+":80", 1)); names["server"] != 1 {
-			return fmt.Errorf("not answered")
+			return fmt.Errorf("not answered: %v", names)
 		}
 		return nil
 	}
+}
+
+// TestServiceProxyHandover: ClusterNetwork spec.serviceProxy External hands
+// Services to another proxy (the agents remove their rules), Sluice takes
+// them back; switched live.
+func TestServiceProxyHandover(t *testing.T) {
+	e := sl
+	ns := "e2e-handover"
+	reach := e.serverBehindService(t, ns)
 	eventually(t, 20*time.Second, "service answers", reach)
 
 	set := func(mode string) {
@@ -541,8 +549,8 @@ spec:
 			return nil
 		})
 	}
-	if names, _, _ := answered(e.probes(t, ns+"/client", "tcp", vip+":80", 1)); len(names) > 0 {
-		t.Errorf("with serviceProxy External and no kube-proxy the service still answered: %v", names)
+	if reach() == nil {
+		t.Errorf("with serviceProxy External and no kube-proxy the service still answered")
 	}
 	set("Sluice")
 	eventually(t, 20*time.Second, "service answers again", reach)
@@ -554,25 +562,8 @@ spec:
 func TestKubeProxyLab(t *testing.T) {
 	e := startLab(t, "kp", "--nodes", "2", "--service-proxy", "kube-proxy-nftables")
 	ns := "e2e-kp"
-	e.namespace(t, ns)
-	e.applyPod(t, ns, "server", "node2", "http")
-	e.applyPod(t, ns, "client", "node1", "http")
-	e.waitReady(t, ns, "server", "client")
-	e.apply(t, fmt.Sprintf(`apiVersion: v1
-kind: Service
-metadata: {name: s, namespace: %s}
-spec:
-  selector: {app: none}
-  ports: [{port: 80, targetPort: 80}]
-`, ns))
-	e.kubectl(t, "-n", ns, "label", "pod", "server", "app=none")
-	vip := e.clusterIP(t, ns, "s")
-	eventually(t, 30*time.Second, "service answers through kube-proxy", func() error {
-		if names, _, _ := answered(e.probes(t, ns+"/client", "tcp", vip+":80", 1)); names["server"] != 1 {
-			return fmt.Errorf("not answered")
-		}
-		return nil
-	})
+	reach := e.serverBehindService(t, ns)
+	eventually(t, 30*time.Second, "service answers through kube-proxy", reach)
 	for _, n := range e.cfg.NodeNames() {
 		if out := e.must(t, "exec", "node/"+n, "--", "nft", "list", "table", "inet", "sluice"); strings.Contains(out, "chain svc-") {
 			t.Errorf("%s: the agent programmed services although kube-proxy has them", n)
