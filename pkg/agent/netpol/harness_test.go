@@ -15,6 +15,7 @@ import (
 
 	"github.com/sluice-net/sluice/pkg/agent/dataplane"
 	"github.com/sluice-net/sluice/pkg/policy"
+	"github.com/sluice-net/sluice/pkg/policy/netpolcases"
 )
 
 // The test network: cluster CIDR 10.128.0.0/14, node i (from 0) has host address
@@ -226,34 +227,15 @@ var (
 	bothTypes   = []networkingv1.PolicyType{networkingv1.PolicyTypeIngress, networkingv1.PolicyTypeEgress}
 )
 
-// sel builds a matchLabels selector from key, value pairs; sel() is the empty selector.
-func sel(kv ...string) *metav1.LabelSelector {
-	s := &metav1.LabelSelector{}
-	for i := 0; i+1 < len(kv); i += 2 {
-		if s.MatchLabels == nil {
-			s.MatchLabels = map[string]string{}
-		}
-		s.MatchLabels[kv[i]] = kv[i+1]
-	}
-	return s
-}
-
-func expr(key string, op metav1.LabelSelectorOperator, values ...string) *metav1.LabelSelector {
-	return &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: key, Operator: op, Values: values}}}
-}
-
-func peerPods(s *metav1.LabelSelector) networkingv1.NetworkPolicyPeer {
-	return networkingv1.NetworkPolicyPeer{PodSelector: s}
-}
-func peerNS(s *metav1.LabelSelector) networkingv1.NetworkPolicyPeer {
-	return networkingv1.NetworkPolicyPeer{NamespaceSelector: s}
-}
-func peerBoth(ns, pods *metav1.LabelSelector) networkingv1.NetworkPolicyPeer {
-	return networkingv1.NetworkPolicyPeer{NamespaceSelector: ns, PodSelector: pods}
-}
-func peerIP(cidr string, except ...string) networkingv1.NetworkPolicyPeer {
-	return networkingv1.NetworkPolicyPeer{IPBlock: &networkingv1.IPBlock{CIDR: cidr, Except: except}}
-}
+// Selector and peer builders: the same as the upstream case table's.
+var (
+	sel      = netpolcases.Sel
+	expr     = netpolcases.Expr
+	peerPods = netpolcases.PeerPods
+	peerNS   = netpolcases.PeerNS
+	peerBoth = netpolcases.PeerBoth
+	peerIP   = netpolcases.PeerIP
+)
 
 func portNum(p *corev1.Protocol, n int32) networkingv1.NetworkPolicyPort {
 	v := intstr.FromInt32(n)
