@@ -82,7 +82,6 @@ type Proxier struct {
 	owners     map[destination]types.NamespacedName
 	conflicts  bool // the last full Build dropped a conflicting claim
 	listed     bool // the table has been listed once (after a start)
-	pruneFrom  State
 	syncs      Stats
 }
 
@@ -242,7 +241,7 @@ func (p *Proxier) full(ctx context.Context, node NodeInfo) error {
 			return err
 		}
 	} else {
-		chains, sets = Objects(p.pruneFrom)
+		chains, sets = Objects(p.stateLocked())
 	}
 	tx := p.NFT.NewTransaction()
 	Render(tx, st)
@@ -261,7 +260,7 @@ func (p *Proxier) full(ctx context.Context, node NodeInfo) error {
 			p.owners[d] = k
 		}
 	}
-	p.nodeIPs, p.listed, p.pruneFrom = st.NodeIPs, true, st
+	p.nodeIPs, p.listed = st.NodeIPs, true
 	p.mu.Lock()
 	p.needFull, p.conflicts = false, conflicts
 	p.mu.Unlock()
@@ -342,16 +341,16 @@ func (p *Proxier) partial(ctx context.Context, dirty map[types.NamespacedName]bo
 			}
 		}
 	}
-	p.pruneFrom = p.stateLocked()
 	p.clearConntrack(stale, dests)
 	if health && p.Health != nil {
-		p.Health(HealthChecks(p.pruneFrom))
+		p.Health(HealthChecks(p.stateLocked()))
 	}
 	return false, nil
 }
 
 // stateLocked is the programmed state as one State (unsorted; used for
-// Objects and HealthChecks, which do not depend on order).
+// Objects and HealthChecks, which do not depend on order). O(services):
+// partial syncs call it only when a health-checked service changed.
 func (p *Proxier) stateLocked() State {
 	st := State{NodeIPs: p.nodeIPs}
 	for _, ports := range p.programmed {
