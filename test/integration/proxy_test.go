@@ -19,7 +19,6 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
-	"sigs.k8s.io/knftables"
 
 	"github.com/sluice-net/sluice/pkg/agent/dataplane"
 	"github.com/sluice-net/sluice/pkg/agent/proxy"
@@ -78,7 +77,7 @@ func TestProxierAgainstKernel(t *testing.T) {
 
 	err := netns.Do(netns.Path(ns), func() error {
 		ctx := context.Background()
-		nft, err := knftables.New(knftables.InetFamily, dataplane.Table)
+		nft, err := dataplane.NewNFT()
 		if err != nil {
 			return err
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 
@@ -108,5 +109,23 @@ func TestFailureForcesFullSync(t *testing.T) {
 	last := f.txs[len(f.txs)-1]
 	if !strings.Contains(last, "flush set inet sluice pod-ifaddrs") || !strings.Contains(last, "slp1 . 10.128.0.7") {
 		t.Errorf("the change after a failure was not a full sync including the failed pod:\n%s", last)
+	}
+}
+
+func TestParseNames(t *testing.T) {
+	out := []byte(`{"nftables": [{"metainfo": {"version": "1.0.6", "json_schema_version": 1}},
+ {"chain": {"family": "inet", "table": "sluice", "name": "pod-antispoof", "handle": 1}},
+ {"chain": {"family": "inet", "table": "other", "name": "x", "handle": 2}},
+ {"set": {"family": "inet", "name": "cluster-cidrs", "table": "sluice", "type": "ipv4_addr"}},
+ {"chain": {"family": "inet", "table": "sluice", "name": "services", "handle": 3}}]}`)
+	got, err := parseNames(out, "chain")
+	if err != nil || !slices.Equal(got, []string{"pod-antispoof", "services"}) {
+		t.Errorf("chains: %v %v", got, err)
+	}
+	if got, _ := parseNames(out, "map"); len(got) != 0 {
+		t.Errorf("maps: %v, want none", got)
+	}
+	if _, err := parseNames([]byte("not json"), "set"); err == nil {
+		t.Error("bad output accepted")
 	}
 }

@@ -19,7 +19,6 @@ import (
 	kubeinformers "k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
-	"sigs.k8s.io/knftables"
 
 	"github.com/sluice-net/sluice/pkg/agent/cniserver"
 	"github.com/sluice-net/sluice/pkg/agent/dataplane"
@@ -231,7 +230,7 @@ func (a *Agent) initNode(ctx context.Context, self *v1alpha1.HostSubnet, cn *v1a
 	if err != nil {
 		return fmt.Errorf("node IPAM: %w", err)
 	}
-	nft, err := knftables.New(knftables.InetFamily, dataplane.Table)
+	nft, err := dataplane.NewNFT()
 	if err != nil {
 		return fmt.Errorf("nftables: %w", err)
 	}

@@ -55,7 +55,7 @@ type isolation struct {
 // newIsolation registers the informers isolation reads on the factories;
 // the caller starts them.
 func newIsolation(a *Agent, kf kubeinformers.SharedInformerFactory, nn listers.NetNamespaceLister, nnInf cache.SharedIndexInformer) (*isolation, error) {
-	nft, err := knftables.New(knftables.InetFamily, dataplane.Table)
+	nft, err := dataplane.NewNFT()
 	if err != nil {
 		return nil, err
 	}

@@ -64,7 +64,7 @@ func (a *Agent) syncServiceProxy(ctx context.Context, cn *v1alpha1.ClusterNetwor
 }
 
 func (a *Agent) teardownServiceProxy(ctx context.Context) error {
-	nft, err := knftables.New(knftables.InetFamily, dataplane.Table)
+	nft, err := dataplane.NewNFT()
 	if err != nil {
 		return err
 	}
@@ -96,7 +96,7 @@ func (a *Agent) startServiceProxy(parent context.Context) error {
 		cancel()
 		return err
 	}
-	nft, err := knftables.New(knftables.InetFamily, dataplane.Table)
+	nft, err := dataplane.NewNFT()
 	if err != nil {
 		cancel()
 		return err
@@ -209,7 +209,7 @@ func (a *Agent) RunServicesOnly(ctx context.Context) error {
 	if p, err := netip.ParsePrefix(cn.Spec.ServiceNetwork); err == nil {
 		st.ServiceCIDRs = append(st.ServiceCIDRs, p)
 	}
-	nft, err := knftables.New(knftables.InetFamily, dataplane.Table)
+	nft, err := dataplane.NewNFT()
 	if err != nil {
 		return err
 	}
