@@ -3,7 +3,7 @@ GO      ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
 BIN     := $(CURDIR)/bin
 LAB     := $(BIN)/sluice-lab
 
-.PHONY: all build deps lab lab-down test unit integration e2e kube-binaries need-root bench bench-podnet bench-netpol clean
+.PHONY: all build deps lab lab-down test unit integration e2e kube-binaries need-root bench bench-podnet bench-netpol bench-proxy clean
 
 all: build
 
@@ -47,7 +47,7 @@ e2e: deps kube-binaries
 
 # Benchmarks: side by side with their anchors, Markdown on stdout
 # (copied into docs/performance.md with the machine and command).
-bench: bench-podnet bench-netpol
+bench: bench-podnet bench-netpol bench-proxy
 
 bench-podnet: deps build
 	$(GO) build -o $(BIN)/bench-podnet ./bench/podnet
@@ -56,6 +56,11 @@ bench-podnet: deps build
 bench-netpol: deps build kube-binaries
 	$(GO) build -o $(BIN)/bench-netpol ./bench/netpol
 	$(BIN)/bench-netpol
+
+# The service proxy against kube-proxy (nftables, iptables modes), on a lab of its own.
+bench-proxy: deps build kube-binaries
+	$(GO) build -o $(BIN)/bench-proxy ./bench/proxy
+	$(BIN)/bench-proxy
 
 clean:
 	rm -rf $(BIN)

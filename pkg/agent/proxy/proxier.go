@@ -149,12 +149,17 @@ func (p *Proxier) Stats() Stats {
 	return p.syncs
 }
 
+// FullResyncPeriod is how often a full sync re-asserts the whole state
+// even when nothing failed (kube-proxy's nftables mode uses the same hour):
+// at 30k services a full sync costs seconds of CPU, so it must be rare.
+const FullResyncPeriod = time.Hour
+
 // Run syncs whenever something changed, until ctx ends. A failed sync is
-// retried, as a full sync, after a second; every minute a full sync
-// re-asserts the whole state.
+// retried, as a full sync, after a second; every FullResyncPeriod a full
+// sync re-asserts the whole state.
 func (p *Proxier) Run(ctx context.Context) {
 	p.request()
-	resync := time.NewTicker(time.Minute)
+	resync := time.NewTicker(FullResyncPeriod)
 	defer resync.Stop()
 	for {
 		select {
