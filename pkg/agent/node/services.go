@@ -144,6 +144,9 @@ func (a *Agent) startServiceProxy(parent context.Context) error {
 			return
 		}
 		if err := p.Sync(ctx); err != nil {
+			if ctx.Err() != nil {
+				return // shutting down: the killed nft is not a failure
+			}
 			a.Log.Warn("service proxy: first sync failed; retrying", "err", err)
 		} else {
 			a.Log.Info("service proxy: services programmed", "services", len(svcInf.Informer().GetStore().ListKeys()),

@@ -172,6 +172,9 @@ func (p *Proxier) Run(ctx context.Context) {
 			p.mu.Unlock()
 		}
 		if err := p.Sync(ctx); err != nil {
+			if ctx.Err() != nil {
+				return
+			}
 			p.Log.Warn("service proxy sync failed; a full sync follows", "err", err)
 			time.AfterFunc(time.Second, p.request)
 		}
