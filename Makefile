@@ -47,11 +47,15 @@ e2e: deps kube-binaries
 
 # Benchmarks: side by side with their anchors, Markdown on stdout
 # (copied into docs/performance.md with the machine and command).
-bench: bench-podnet bench-netpol bench-proxy
+bench: bench-podnet bench-netpol bench-proxy bench-proxyscale
 
 bench-podnet: deps build
 	$(GO) build -o $(BIN)/bench-podnet ./bench/podnet
 	$(BIN)/bench-podnet
+
+bench-proxyscale: deps
+	$(GO) build -o $(BIN)/bench-proxyscale ./bench/proxyscale
+	$(BIN)/bench-proxyscale
 
 bench-netpol: deps build kube-binaries
 	$(GO) build -o $(BIN)/bench-netpol ./bench/netpol

@@ -1,0 +1,176 @@
+// Command proxyscale measures the programming path of Sluice's service
+// proxy at sizes the lab's API server cannot reach in a session on a
+// 2-vCPU machine (creating 30k Services there takes about an hour): the
+// real Proxier, fed from in-memory listers instead of informers, programs
+// the real kernel through the real nft binary, inside a throw-away network
+// namespace. It reports, per size:
+//
+//   - cold programming: the first (full) sync of N Services × E endpoints;
+//   - one EndpointSlice change → programmed: the partial sync of a single
+//     changed service (build, render, nft transaction), p50 / p99;
+//   - the kernel ruleset's size.
+//
+// What it leaves out, and bench/proxy measures in a lab side by side with
+// kube-proxy: the API server, watch delivery, and packets. Run as root:
+// `make bench-proxyscale`.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"os"
+	"os/exec"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
+
+	"github.com/sluice-net/sluice/pkg/agent/dataplane"
+	"github.com/sluice-net/sluice/pkg/agent/proxy"
+	"github.com/sluice-net/sluice/pkg/netns"
+)
+
+var (
+	sizesF    = flag.String("sizes", "1000,10000,30000", "numbers of Services")
+	endpoints = flag.Int("endpoints", 10, "endpoints per Service")
+	changes   = flag.Int("changes", 50, "single-service changes measured per size")
+)
+
+// The main goroutine keeps the main thread (netns.Do discards the threads
+// it moves).
+func init() { runtime.LockOSThread() }
+
+func main() {
+	flag.Parse()
+	if os.Geteuid() != 0 {
+		fmt.Fprintln(os.Stderr, "proxyscale: run as root (it makes a network namespace)")
+		os.Exit(1)
+	}
+	var sizes []int
+	for _, s := range strings.Split(*sizesF, ",") {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 {
+			fmt.Fprintf(os.Stderr, "proxyscale: --sizes %q: want numbers\n", *sizesF)
+			os.Exit(2)
+		}
+		sizes = append(sizes, n)
+	}
+	fmt.Printf("## Service proxy programming path at scale (bench/proxyscale)\n\n`make bench-proxyscale` (`bench-proxyscale --sizes %s --endpoints %d --changes %d`), %d vCPU, %s, %s.\n\n",
+		*sizesF, *endpoints, *changes, runtime.NumCPU(), kernel(), runtime.Version())
+	fmt.Printf("| Services | cold full sync | one change: p50 | p99 | ruleset (objects) |\n|---|---|---|---|---|\n")
+	for _, n := range sizes {
+		r, err := measure(n)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "proxyscale:", err)
+			os.Exit(1)
+		}
+		fmt.Printf("| %d | %s | %s | %s | %s |\n", n, r.cold.Round(time.Millisecond), pct(r.change, .5), pct(r.change, .99), r.objects)
+	}
+}
+
+type result struct {
+	cold    time.Duration
+	change  []time.Duration
+	objects string
+}
+
+func kernel() string {
+	out, _ := exec.Command("uname", "-r").Output()
+	return "Linux " + strings.TrimSpace(string(out))
+}
+
+func pct(ds []time.Duration, p float64) string {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return s[int(float64(len(s)-1)*p)].Round(100 * time.Microsecond).String()
+}
+
+func service(i int) *corev1.Service {
+	ip := netip.AddrFrom4([4]byte{172, 30, byte(i >> 8), byte(i)}).String()
+	return &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "bench", Name: fmt.Sprintf("svc-%05d", i)},
+		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeClusterIP, ClusterIP: ip, ClusterIPs: []string{ip},
+			Ports: []corev1.ServicePort{{Name: "http", Protocol: corev1.ProtocolTCP, Port: 80, TargetPort: intstr.FromInt32(8080)}}},
+	}
+}
+
+func slice(i, variant int) *discoveryv1.EndpointSlice {
+	name, proto, port := "http", corev1.ProtocolTCP, int32(8080)
+	es := &discoveryv1.EndpointSlice{
+		ObjectMeta:  metav1.ObjectMeta{Namespace: "bench", Name: fmt.Sprintf("svc-%05d-1", i), Labels: map[string]string{discoveryv1.LabelServiceName: fmt.Sprintf("svc-%05d", i)}},
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Ports:       []discoveryv1.EndpointPort{{Name: &name, Protocol: &proto, Port: &port}},
+	}
+	for j := range *endpoints {
+		a := netip.AddrFrom4([4]byte{10, 160 + byte(j+variant), byte(i >> 8), byte(i)})
+		es.Endpoints = append(es.Endpoints, discoveryv1.Endpoint{Addresses: []string{a.String()}})
+	}
+	return es
+}
+
+func measure(n int) (result, error) {
+	name := fmt.Sprintf("sluice-proxyscale-%d", os.Getpid())
+	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+		return result{}, fmt.Errorf("ip netns add: %v: %s", err, out)
+	}
+	defer exec.Command("ip", "netns", "del", name).Run()
+
+	svcs := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc})
+	slices := cache.NewIndexer(cache.MetaNamespaceKeyFunc, proxy.SliceIndexers())
+	for i := range n {
+		svcs.Add(service(i))
+		slices.Add(slice(i, 0))
+	}
+	var r result
+	err := netns.Do(netns.Path(name), func() error {
+		ctx := context.Background()
+		nft, err := dataplane.NewNFT()
+		if err != nil {
+			return err
+		}
+		if err := dataplane.New(nft).Sync(ctx, dataplane.State{ClusterCIDRs: []netip.Prefix{netip.MustParsePrefix("10.128.0.0/14")},
+			ServiceCIDRs: []netip.Prefix{netip.MustParsePrefix("172.30.0.0/16")}}); err != nil {
+			return err
+		}
+		node := proxy.NodeInfo{Name: "node1", IPs: []netip.Addr{netip.MustParseAddr("172.28.0.11")}}
+		p := proxy.NewProxier(nft, corelisters.NewServiceLister(svcs), slices, node, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		t0 := time.Now()
+		if err := p.Sync(ctx); err != nil {
+			return fmt.Errorf("cold sync of %d services: %w", n, err)
+		}
+		r.cold = time.Since(t0)
+		for k := range *changes {
+			i := (k * 7919) % n
+			es := slice(i, 1+k%2) // every change moves one service's endpoints
+			slices.Update(es)
+			t := time.Now()
+			p.SliceChanged(es)
+			if err := p.Sync(ctx); err != nil {
+				return fmt.Errorf("change %d: %w", k, err)
+			}
+			r.change = append(r.change, time.Since(t))
+		}
+		if s := p.Stats(); s.Full != 1 || s.Partial != *changes {
+			return fmt.Errorf("want 1 full and %d partial syncs, got %+v", *changes, s)
+		}
+		out, err := exec.Command("nft", "-t", "list", "table", "inet", dataplane.Table).Output()
+		if err != nil {
+			return err
+		}
+		r.objects = fmt.Sprintf("%d chains, %d maps", strings.Count(string(out), "\tchain "), strings.Count(string(out), "\tmap "))
+		return nil
+	})
+	return r, err
+}
