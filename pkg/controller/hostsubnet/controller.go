@@ -22,12 +22,9 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
-	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
-	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
-	"k8s.io/apimachinery/pkg/util/wait"
 	coreinformers "k8s.io/client-go/informers/core/v1"
 	"k8s.io/client-go/kubernetes"
 	corelisters "k8s.io/client-go/listers/core/v1"
@@ -40,6 +37,7 @@ import (
 	"github.com/sluice-net/sluice/pkg/client/clientset/versioned"
 	sluiceinformers "github.com/sluice-net/sluice/pkg/client/informers/externalversions/sluice/v1alpha1"
 	sluicelisters "github.com/sluice-net/sluice/pkg/client/listers/sluice/v1alpha1"
+	"github.com/sluice-net/sluice/pkg/controller/workers"
 )
 
 // ControllerName is the component name of events and logs.
@@ -237,51 +235,15 @@ func (c *Controller) enqueueWaitingNodes() {
 
 // Run waits for the caches, then reconciles with the given number of workers until ctx ends.
 func (c *Controller) Run(ctx context.Context, workers int) error {
-	defer utilruntime.HandleCrashWithContext(ctx)
-	defer c.queue.ShutDown()
-	logger := klog.FromContext(ctx)
-
-	logger.Info("Waiting for informer caches to sync")
-	if !cache.WaitForNamedCacheSyncWithContext(ctx, c.synced...) {
-		return fmt.Errorf("caches did not sync")
-	}
-	// The informers' initial adds queued everything; this makes sure of it whatever the
-	// order of handler registration and start.
-	c.enqueueAll()
-
-	logger.Info("Starting workers", "count", workers)
-	var wg sync.WaitGroup
-	for range workers {
-		wg.Go(func() { wait.UntilWithContext(ctx, c.runWorker, time.Second) })
-	}
-	<-ctx.Done()
-	logger.Info("Shutting down workers")
-	c.queue.ShutDown()
-	wg.Wait()
-	return nil
+	return c.loop().Run(ctx, workers)
 }
 
-func (c *Controller) runWorker(ctx context.Context) {
-	for c.processNextWorkItem(ctx) {
-	}
+func (c *Controller) loop() *workers.Loop[key] {
+	return &workers.Loop[key]{Queue: c.queue, Synced: c.synced, EnqueueAll: c.enqueueAll, Sync: c.sync}
 }
 
-func (c *Controller) processNextWorkItem(ctx context.Context) bool {
-	k, shutdown := c.queue.Get()
-	if shutdown {
-		return false
-	}
-	defer c.queue.Done(k)
-
-	err := c.sync(ctx, k)
-	if err == nil {
-		c.queue.Forget(k)
-		return true
-	}
-	klog.FromContext(ctx).Error(err, "Reconcile failed; retrying", "key", k.String())
-	c.queue.AddRateLimited(k)
-	return true
-}
+// processNextWorkItem reconciles one key (tests drive the controller with it).
+func (c *Controller) processNextWorkItem(ctx context.Context) bool { return c.loop().ProcessNext(ctx) }
 
 func (c *Controller) sync(ctx context.Context, k key) error {
 	switch k.kind {

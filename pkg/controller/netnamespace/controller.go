@@ -20,11 +20,8 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
-	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
-	"k8s.io/apimachinery/pkg/util/wait"
 	coreinformers "k8s.io/client-go/informers/core/v1"
 	"k8s.io/client-go/kubernetes"
 	corelisters "k8s.io/client-go/listers/core/v1"
@@ -37,6 +34,7 @@ import (
 	"github.com/sluice-net/sluice/pkg/client/clientset/versioned"
 	sluiceinformers "github.com/sluice-net/sluice/pkg/client/informers/externalversions/sluice/v1alpha1"
 	sluicelisters "github.com/sluice-net/sluice/pkg/client/listers/sluice/v1alpha1"
+	"github.com/sluice-net/sluice/pkg/controller/workers"
 )
 
 // ControllerName is the component name of events and logs.
@@ -244,50 +242,19 @@ func (c *Controller) enqueueAll() {
 }
 
 // Run waits for the caches, then reconciles with the given number of workers until ctx ends.
+// The allocator is the cache: every NetNamespace in the API is listed before any worker
+// runs, and enqueueAll makes sure every name is looked at whatever the handler order.
 func (c *Controller) Run(ctx context.Context, workers int) error {
-	defer utilruntime.HandleCrashWithContext(ctx)
-	defer c.queue.ShutDown()
-	logger := klog.FromContext(ctx).WithValues("controller", "netnamespace")
-	ctx = klog.NewContext(ctx, logger)
-
-	logger.Info("Waiting for informer caches to sync")
-	if !cache.WaitForNamedCacheSyncWithContext(ctx, c.synced...) {
-		return fmt.Errorf("caches did not sync")
-	}
-	// The allocator is the cache: every NetNamespace in the API, listed before any worker
-	// runs. enqueueAll makes sure every name is looked at whatever the handler order.
-	c.enqueueAll()
-
-	logger.Info("Starting workers", "count", workers)
-	var wg sync.WaitGroup
-	for range workers {
-		wg.Go(func() { wait.UntilWithContext(ctx, c.runWorker, time.Second) })
-	}
-	<-ctx.Done()
-	logger.Info("Shutting down workers")
-	c.queue.ShutDown()
-	wg.Wait()
-	return nil
+	ctx = klog.NewContext(ctx, klog.FromContext(ctx).WithValues("controller", "netnamespace"))
+	return c.loop().Run(ctx, workers)
 }
 
-func (c *Controller) runWorker(ctx context.Context) {
-	for c.processNextWorkItem(ctx) {
-	}
+func (c *Controller) loop() *workers.Loop[string] {
+	return &workers.Loop[string]{Queue: c.queue, Synced: c.synced, EnqueueAll: c.enqueueAll,
+		Sync: func(ctx context.Context, name string) error {
+			return c.sync(klog.NewContext(ctx, klog.FromContext(ctx).WithValues("namespace", name)), name)
+		}}
 }
 
-func (c *Controller) processNextWorkItem(ctx context.Context) bool {
-	name, shutdown := c.queue.Get()
-	if shutdown {
-		return false
-	}
-	defer c.queue.Done(name)
-
-	err := c.sync(klog.NewContext(ctx, klog.FromContext(ctx).WithValues("namespace", name)), name)
-	if err == nil {
-		c.queue.Forget(name)
-		return true
-	}
-	klog.FromContext(ctx).Error(err, "Reconcile failed; retrying", "namespace", name)
-	c.queue.AddRateLimited(name)
-	return true
-}
+// processNextWorkItem reconciles one key (tests drive the controller with it).
+func (c *Controller) processNextWorkItem(ctx context.Context) bool { return c.loop().ProcessNext(ctx) }
