@@ -433,9 +433,11 @@ func (e *env) waitState(start time.Time, want bool, limit time.Duration) ([]time
 						once.Do(func() { out[i] = t.Sub(start); close(done) })
 						return
 					}
-					if want { // a failed probe returns at once only when refused
-						time.Sleep(time.Until(t.Add(100 * time.Millisecond)))
-					}
+					// Each loop starts a probe at most every 100 ms (with 4
+					// loops staggered by 25 ms): an allowed probe returns in
+					// about a millisecond, and probing flat out would take the
+					// CPU the agents need to enforce the change.
+					time.Sleep(time.Until(t.Add(100 * time.Millisecond)))
 				}
 			}()
 		}
