@@ -157,14 +157,7 @@ func Compile(in Input) (*Model, error) {
 			errs = append(errs, fmt.Errorf("namespace %q: duplicate", ns.Name))
 			continue
 		}
-		set := labels.Set{}
-		for k, v := range ns.Labels {
-			set[k] = v
-		}
-		if _, ok := set[namespaceNameLabel]; !ok {
-			set[namespaceNameLabel] = ns.Name
-		}
-		m.nsLabels[ns.Name] = set
+		m.nsLabels[ns.Name] = NamespaceLabels(&ns)
 	}
 	for i := range in.Pods {
 		p := in.Pods[i] // copy: the model never aliases caller memory it might mutate
@@ -200,8 +193,40 @@ func Compile(in Input) (*Model, error) {
 	return m, nil
 }
 
-// mustSelector converts a selector Validate has already accepted.
-func mustSelector(ls *metav1.LabelSelector) labels.Selector {
+// NamespaceLabels are a namespace's labels as selectors see them: with
+// kubernetes.io/metadata.name, which the API server sets on every namespace
+// and which hand-built inputs may lack.
+func NamespaceLabels(ns *corev1.Namespace) labels.Set {
+	set := labels.Set{}
+	for k, v := range ns.Labels {
+		set[k] = v
+	}
+	if _, ok := set[namespaceNameLabel]; !ok {
+		set[namespaceNameLabel] = ns.Name
+	}
+	return set
+}
+
+// EffectiveTypes are the directions np isolates: spec.policyTypes when set,
+// else the API server's defaulting (Ingress always, Egress iff egress rules
+// exist).
+func EffectiveTypes(np *networkingv1.NetworkPolicy) (ingress, egress bool) {
+	if len(np.Spec.PolicyTypes) == 0 {
+		return true, len(np.Spec.Egress) > 0
+	}
+	for _, t := range np.Spec.PolicyTypes {
+		switch t {
+		case networkingv1.PolicyTypeIngress:
+			ingress = true
+		case networkingv1.PolicyTypeEgress:
+			egress = true
+		}
+	}
+	return ingress, egress
+}
+
+// MustSelector converts a selector Validate has already accepted.
+func MustSelector(ls *metav1.LabelSelector) labels.Selector {
 	s, err := metav1.LabelSelectorAsSelector(ls)
 	if err != nil {
 		panic(fmt.Sprintf("policy: selector accepted by Validate failed to convert: %v", err))
@@ -213,21 +238,9 @@ func compilePolicy(np *networkingv1.NetworkPolicy) *compiledPolicy {
 	cp := &compiledPolicy{
 		key:       np.Namespace + "/" + np.Name,
 		namespace: np.Namespace,
-		podSel:    mustSelector(&np.Spec.PodSelector),
+		podSel:    MustSelector(&np.Spec.PodSelector),
 	}
-	if len(np.Spec.PolicyTypes) == 0 {
-		// Defaulting as the API server does it: Ingress always, Egress iff egress rules exist.
-		cp.ingress = true
-		cp.egress = len(np.Spec.Egress) > 0
-	}
-	for _, t := range np.Spec.PolicyTypes {
-		switch t {
-		case networkingv1.PolicyTypeIngress:
-			cp.ingress = true
-		case networkingv1.PolicyTypeEgress:
-			cp.egress = true
-		}
-	}
+	cp.ingress, cp.egress = EffectiveTypes(np)
 	for _, r := range np.Spec.Ingress {
 		cp.inRules = append(cp.inRules, compileRule(r.From, r.Ports))
 	}
@@ -242,10 +255,10 @@ func compileRule(peers []networkingv1.NetworkPolicyPeer, ports []networkingv1.Ne
 	for _, p := range peers {
 		var c compiledPeer
 		if p.PodSelector != nil {
-			c.podSel = mustSelector(p.PodSelector)
+			c.podSel = MustSelector(p.PodSelector)
 		}
 		if p.NamespaceSelector != nil {
-			c.nsSel = mustSelector(p.NamespaceSelector)
+			c.nsSel = MustSelector(p.NamespaceSelector)
 		}
 		if p.IPBlock != nil {
 			b := &compiledIPBlock{cidr: netip.MustParsePrefix(p.IPBlock.CIDR).Masked()}

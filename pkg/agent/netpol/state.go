@@ -17,7 +17,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/knftables"
@@ -144,7 +143,8 @@ type builder struct {
 	pods     []*policy.Pod // pods with an IPv4 address no other pod has, by IP
 	chains   map[string]*Chain
 	sets     map[string]*Set
-	policies map[string][]*compiled // by namespace, sorted by name
+	policies map[string][]*compiled   // by namespace, sorted by name
+	byVNID   map[uint32][]*policy.Pod // Multitenant: b.pods by their namespace's VNID, in b.pods' order
 }
 
 // compiled is a policy with its selector and effective policyTypes.
@@ -168,17 +168,8 @@ func newBuilder(in policy.Input) *builder {
 	if b.mode == "" {
 		b.mode = policy.ModeNetworkPolicy
 	}
-	for _, ns := range in.Namespaces {
-		set := labels.Set{}
-		for k, v := range ns.Labels {
-			set[k] = v
-		}
-		// The API server sets it on every namespace; the reference model adds it when a
-		// hand-built input lacks it, and so must we to agree with it.
-		if _, ok := set[corev1.LabelMetadataName]; !ok {
-			set[corev1.LabelMetadataName] = ns.Name
-		}
-		b.nsLabels[ns.Name] = set
+	for i := range in.Namespaces {
+		b.nsLabels[in.Namespaces[i].Name] = policy.NamespaceLabels(&in.Namespaces[i])
 	}
 	// An address held by two pods is a stale cache: like the model's EndpointForIP, it
 	// belongs to no pod. It joins no peer set and no dispatch map (a local one is dropped).
@@ -196,30 +187,14 @@ func newBuilder(in policy.Input) *builder {
 	slices.SortFunc(b.pods, func(x, y *policy.Pod) int { return x.IP.Compare(y.IP) })
 	for i := range in.Policies {
 		np := &in.Policies[i]
-		c := &compiled{key: np.Namespace + "/" + np.Name, np: np, podSel: mustSelector(&np.Spec.PodSelector)}
-		if len(np.Spec.PolicyTypes) == 0 {
-			// The API server's defaulting: Ingress always, Egress iff egress rules exist.
-			c.ingress, c.egress = true, len(np.Spec.Egress) > 0
-		}
-		for _, t := range np.Spec.PolicyTypes {
-			c.ingress = c.ingress || t == networkingv1.PolicyTypeIngress
-			c.egress = c.egress || t == networkingv1.PolicyTypeEgress
-		}
+		c := &compiled{key: np.Namespace + "/" + np.Name, np: np, podSel: policy.MustSelector(&np.Spec.PodSelector)}
+		c.ingress, c.egress = policy.EffectiveTypes(np)
 		b.policies[np.Namespace] = append(b.policies[np.Namespace], c)
 	}
 	for _, ps := range b.policies {
 		slices.SortFunc(ps, func(x, y *compiled) int { return strings.Compare(x.key, y.key) })
 	}
 	return b
-}
-
-// mustSelector converts a selector policy.Compile has already validated.
-func mustSelector(ls *metav1.LabelSelector) labels.Selector {
-	s, err := metav1.LabelSelectorAsSelector(ls)
-	if err != nil {
-		panic(fmt.Sprintf("netpol: selector accepted by policy.Validate failed to convert: %v", err))
-	}
-	return s
 }
 
 func (b *builder) localPods(node string) []*policy.Pod {
@@ -416,12 +391,12 @@ func (b *builder) peerExpr(c *compiled, peer *networkingv1.NetworkPolicyPeer, ad
 	nsID := "namespace=" + c.np.Namespace
 	var nsSel labels.Selector
 	if peer.NamespaceSelector != nil {
-		nsSel = mustSelector(peer.NamespaceSelector)
+		nsSel = policy.MustSelector(peer.NamespaceSelector)
 		nsID = "namespaces(" + nsSel.String() + ")"
 	}
 	var podSel labels.Selector = labels.Everything()
 	if peer.PodSelector != nil {
-		podSel = mustSelector(peer.PodSelector)
+		podSel = policy.MustSelector(peer.PodSelector)
 	}
 	id := nsID + " pods(" + podSel.String() + ")"
 	name := objectName(prefixPeers, id, id)
@@ -484,10 +459,14 @@ func (b *builder) portExpr(p networkingv1.NetworkPolicyPort) string {
 // lets every local pod with a VNID send; pods of namespaces without a VNID are in neither
 // map, so they are dropped both ways (the model denies them).
 func (b *builder) multitenant(local []*policy.Pod, nodeIPs []netip.Addr) {
+	b.byVNID = map[uint32][]*policy.Pod{}
 	for _, p := range b.pods {
-		if v, ok := b.in.VNIDs[p.Namespace]; ok && v == 0 {
-			b.addElement(SetTenantGlobal, Element{Key: []string{p.IP.String()}})
+		if v, ok := b.in.VNIDs[p.Namespace]; ok {
+			b.byVNID[v] = append(b.byVNID[v], p)
 		}
+	}
+	for _, p := range b.byVNID[0] {
+		b.addElement(SetTenantGlobal, Element{Key: []string{p.IP.String()}})
 	}
 	for _, a := range nodeIPs {
 		if a = a.Unmap(); a.Is4() && !slices.ContainsFunc(b.pods, func(p *policy.Pod) bool { return p.IP == a }) {
@@ -517,10 +496,8 @@ func (b *builder) tenantChain(v uint32) string {
 	}
 	set := name + suffixTenantSet
 	s := &Set{Name: set, Type: "ipv4_addr", Comment: "pods of VNID " + strconv.FormatUint(uint64(v), 10)}
-	for _, p := range b.pods {
-		if pv, ok := b.in.VNIDs[p.Namespace]; ok && pv == v {
-			s.Elements = append(s.Elements, Element{Key: []string{p.IP.String()}})
-		}
+	for _, p := range b.byVNID[v] {
+		s.Elements = append(s.Elements, Element{Key: []string{p.IP.String()}})
 	}
 	b.sets[set] = s
 	b.chains[name] = &Chain{Name: name, Comment: "ingress of VNID " + strconv.FormatUint(uint64(v), 10), Rules: []Rule{

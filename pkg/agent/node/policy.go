@@ -210,7 +210,8 @@ func (s *isolation) program(ctx context.Context, st netpol.State) error {
 // build assembles the policy input from the listers and compiles it. A
 // policy the model cannot represent exactly is replaced by one that
 // isolates the pods it could select and allows nothing (never widened),
-// and reported.
+// and reported. Policies are validated once, by netpol.Build; one by one
+// only when it refuses.
 func (s *isolation) build(local []dataplane.Pod) (netpol.State, error) {
 	cn, err := s.a.networks.Get(v1alpha1.ClusterNetworkName)
 	if err != nil {
@@ -221,8 +222,10 @@ func (s *isolation) build(local []dataplane.Pod) (netpol.State, error) {
 	if err != nil {
 		return netpol.State{}, err
 	}
+	known := map[string]bool{}
 	for _, ns := range nss {
 		in.Namespaces = append(in.Namespaces, *ns)
+		known[ns.Name] = true
 	}
 	nns, err := s.netns.List(labels.Everything())
 	if err != nil {
@@ -244,10 +247,6 @@ func (s *isolation) build(local []dataplane.Pod) (netpol.State, error) {
 	pods, err := s.pods.List(labels.Everything())
 	if err != nil {
 		return netpol.State{}, err
-	}
-	known := map[string]bool{}
-	for _, n := range nss {
-		known[n.Name] = true
 	}
 	for _, p := range pods {
 		if p.Spec.HostNetwork || p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed || !known[p.Namespace] {
@@ -272,12 +271,6 @@ func (s *isolation) build(local []dataplane.Pod) (netpol.State, error) {
 		return netpol.State{}, err
 	}
 	for _, np := range policies {
-		if errs := policy.Validate(np); len(errs) > 0 {
-			s.a.Log.Warn("NetworkPolicy cannot be enforced exactly: its pods are isolated and nothing is allowed",
-				"policy", np.Namespace+"/"+np.Name, "err", errs.ToAggregate().Error())
-			in.Policies = append(in.Policies, denyAll(np))
-			continue
-		}
 		in.Policies = append(in.Policies, *np)
 	}
 
@@ -293,6 +286,25 @@ func (s *isolation) build(local []dataplane.Pod) (netpol.State, error) {
 		if sub, err := netip.ParsePrefix(hs.Spec.Subnet); err == nil {
 			nodeIPs = append(nodeIPs, sub.Masked().Addr()) // the node's VXLAN address
 		}
+	}
+	st, err := netpol.Build(in, s.a.NodeName, nodeIPs)
+	if err == nil {
+		return st, nil
+	}
+	// Build validated everything and refused something: find the policies
+	// it cannot enforce exactly and stand in for them.
+	replaced := false
+	for i := range in.Policies {
+		np := &in.Policies[i]
+		if errs := policy.Validate(np); len(errs) > 0 {
+			s.a.Log.Warn("NetworkPolicy cannot be enforced exactly: its pods are isolated and nothing is allowed",
+				"policy", np.Namespace+"/"+np.Name, "err", errs.ToAggregate().Error())
+			in.Policies[i] = denyAll(np)
+			replaced = true
+		}
+	}
+	if !replaced {
+		return st, err
 	}
 	return netpol.Build(in, s.a.NodeName, nodeIPs)
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/sluice-net/sluice/pkg/agent/dataplane"
 	"github.com/sluice-net/sluice/pkg/agent/proxy"
 	v1alpha1 "github.com/sluice-net/sluice/pkg/apis/sluice/v1alpha1"
+	"github.com/sluice-net/sluice/pkg/controller/workers"
 )
 
 // serviceProxy runs the agent's service proxy while the ClusterNetwork (or
@@ -107,17 +108,17 @@ func (a *Agent) startServiceProxy(parent context.Context) error {
 	p.Health = health.Update
 
 	svcHandler := func(obj any) {
-		if s, ok := tombstone(obj).(*corev1.Service); ok {
+		if s, ok := workers.Object[*corev1.Service](obj); ok {
 			p.ServiceChanged(s.Namespace, s.Name)
 		}
 	}
 	sliceHandler := func(obj any) {
-		if es, ok := tombstone(obj).(*discoveryv1.EndpointSlice); ok {
+		if es, ok := workers.Object[*discoveryv1.EndpointSlice](obj); ok {
 			p.SliceChanged(es)
 		}
 	}
 	nodeHandler := func(obj any) {
-		if n, ok := tombstone(obj).(*corev1.Node); ok && n.Name == a.NodeName {
+		if n, ok := workers.Object[*corev1.Node](obj); ok && n.Name == a.NodeName {
 			p.SetNode(a.nodeInfo(n))
 		}
 	}
@@ -181,13 +182,6 @@ func (a *Agent) nodeInfo(n *corev1.Node) proxy.NodeInfo {
 	slices.SortFunc(info.IPs, netip.Addr.Compare)
 	info.IPs = slices.Compact(info.IPs)
 	return info
-}
-
-func tombstone(obj any) any {
-	if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
-		return t.Obj
-	}
-	return obj
 }
 
 // RunServicesOnly runs the service proxy alone, without the pod network:

@@ -80,7 +80,10 @@ type Proxier struct {
 	programmed map[types.NamespacedName][]ServicePort
 	nodeIPs    []netip.Addr
 	owners     map[destination]types.NamespacedName
-	conflicts  bool // the last full Build dropped a conflicting claim
+	// conflicted are the services on either side of a destination the last
+	// full Build gave to one of them: a change to one of them is resolved by
+	// a full Build, which orders the claims; other changes stay partial.
+	conflicted map[types.NamespacedName]bool
 	listed     bool // the table has been listed once (after a start)
 	syncs      Stats
 }
@@ -186,7 +189,7 @@ func (p *Proxier) Sync(ctx context.Context) error {
 	p.mu.Lock()
 	dirty := p.dirty
 	p.dirty = map[types.NamespacedName]bool{}
-	full := p.needFull || p.conflicts
+	full := p.needFull
 	node := p.node
 	p.mu.Unlock()
 
@@ -228,11 +231,13 @@ func (p *Proxier) full(ctx context.Context, node NodeInfo) error {
 		}
 	}
 	st, errs := Build(svcs, eps, node)
-	conflicts := false
+	conflicted := map[types.NamespacedName]bool{}
 	for _, e := range errs {
 		var c *conflictError
 		if errors.As(e, &c) {
-			conflicts = true
+			for _, n := range c.parties {
+				conflicted[types.NamespacedName{Namespace: n.Namespace, Name: n.Name}] = true
+			}
 		}
 		p.Log.Warn("service ignored in part", "err", e)
 	}
@@ -249,7 +254,7 @@ func (p *Proxier) full(ctx context.Context, node NodeInfo) error {
 			return err
 		}
 	} else {
-		chains, sets = Objects(p.stateLocked())
+		chains, sets = Objects(p.programmedState())
 	}
 	tx := p.NFT.NewTransaction()
 	Render(tx, st)
@@ -269,8 +274,9 @@ func (p *Proxier) full(ctx context.Context, node NodeInfo) error {
 		}
 	}
 	p.nodeIPs, p.listed = st.NodeIPs, true
+	p.conflicted = conflicted
 	p.mu.Lock()
-	p.needFull, p.conflicts = false, conflicts
+	p.needFull = false
 	p.mu.Unlock()
 
 	if old != nil {
@@ -294,8 +300,9 @@ func (p *Proxier) full(ctx context.Context, node NodeInfo) error {
 }
 
 // partial rebuilds only the dirty services. It reports needFull when the
-// change cannot be applied on its own: a destination another service owns
-// (conflicts are resolved by a full Build, which orders claims).
+// change cannot be applied on its own: a service in a recorded conflict, or
+// a destination another service owns (conflicts are resolved by a full
+// Build, which orders claims).
 func (p *Proxier) partial(ctx context.Context, dirty map[types.NamespacedName]bool, node NodeInfo) (needFull bool, err error) {
 	if len(dirty) == 0 {
 		return false, nil
@@ -305,6 +312,9 @@ func (p *Proxier) partial(ctx context.Context, dirty map[types.NamespacedName]bo
 	prev.NodeIPs, cur.NodeIPs = p.nodeIPs, p.nodeIPs
 	health := false
 	for k := range dirty {
+		if p.conflicted[k] {
+			return true, nil
+		}
 		ports, err := p.buildOne(k, node)
 		if err != nil {
 			return false, err
@@ -351,15 +361,15 @@ func (p *Proxier) partial(ctx context.Context, dirty map[types.NamespacedName]bo
 	}
 	p.clearConntrack(stale, dests)
 	if health && p.Health != nil {
-		p.Health(HealthChecks(p.stateLocked()))
+		p.Health(HealthChecks(p.programmedState()))
 	}
 	return false, nil
 }
 
-// stateLocked is the programmed state as one State (unsorted; used for
+// programmedState is the programmed state as one State (unsorted; used for
 // Objects and HealthChecks, which do not depend on order). O(services):
 // partial syncs call it only when a health-checked service changed.
-func (p *Proxier) stateLocked() State {
+func (p *Proxier) programmedState() State {
 	st := State{NodeIPs: p.nodeIPs}
 	for _, ports := range p.programmed {
 		st.Services = append(st.Services, ports...)
@@ -372,7 +382,7 @@ func (p *Proxier) stateLocked() State {
 func (p *Proxier) buildOne(k types.NamespacedName, node NodeInfo) ([]ServicePort, error) {
 	svc, err := p.Services.Services(k.Namespace).Get(k.Name)
 	if err != nil {
-		if isNotFound(err) {
+		if apierrors.IsNotFound(err) {
 			return nil, nil
 		}
 		return nil, err
@@ -471,5 +481,3 @@ func (p *Proxier) clearConntrack(stale, dests []netip.AddrPort) {
 func sortPorts(ports []ServicePort) {
 	slices.SortFunc(ports, comparePorts)
 }
-
-func isNotFound(err error) bool { return apierrors.IsNotFound(err) }

@@ -205,6 +205,21 @@ func TestProxierPartialSyncsMatchFullRender(t *testing.T) {
 	if s := e.p.Stats(); s.Full != 3 {
 		t.Fatalf("a conflict must be resolved by a full sync: %+v", s)
 	}
+	// A service outside the conflict changes: still partial. One of the
+	// parties changes: full again.
+	before := e.p.Stats()
+	e.setSlice(udpSlice("dns", readyEP(epLocal, "node-a")))
+	e.sync()
+	e.check("unrelated change while a conflict stands")
+	if s := e.p.Stats(); s.Full != before.Full || s.Partial != before.Partial+1 {
+		t.Fatalf("an unrelated change must stay partial: %+v after %+v", s, before)
+	}
+	e.setSlice(slice("web", "web-1", 8080, readyEP(epRem, "node-b")))
+	e.sync()
+	e.check("change to a party of the conflict")
+	if s := e.p.Stats(); s.Full != before.Full+1 {
+		t.Fatalf("a change to a conflicting service must be a full sync: %+v after %+v", s, before)
+	}
 }
 
 // A restarted agent prunes what its predecessor left, found by listing

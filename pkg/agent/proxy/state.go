@@ -169,29 +169,36 @@ func comparePorts(a, b ServicePort) int {
 
 // conflictError reports a destination dropped because another service
 // port claims it.
-type conflictError struct{ msg string }
+type conflictError struct {
+	msg     string
+	parties [2]PortName // the port that lost the destination, the one that kept it
+}
 
 func (e *conflictError) Error() string { return e.msg }
 
 // dropConflicts removes a destination (address, protocol, port) that two
 // service ports claim, keeping the first claim: cluster IPs, then node ports
 // (on every node address), then external and load-balancer IPs; within each,
-// service order. Two elements with one key
-// would make the whole nftables transaction fail, taking every service
-// down for one user's duplicate externalIP.
+// service order. Two elements with one key would make the whole nftables
+// transaction fail, taking every service down for one user's duplicate
+// externalIP.
 func dropConflicts(st *State) []error {
 	type dest struct {
 		ip    netip.Addr
 		proto corev1.Protocol
 		port  uint16
 	}
-	owner := map[dest]string{}
-	nodePorts := map[dest]string{}
+	type claim struct {
+		by       PortName
+		nodePort bool
+	}
+	owner := map[dest]claim{}
+	nodePorts := map[dest]PortName{}
 	var errs []error
 	for i := range st.Services {
 		sp := &st.Services[i]
 		for _, ip := range sp.ClusterIPs {
-			owner[dest{ip, sp.Protocol, sp.Port}] = sp.Name.String()
+			owner[dest{ip, sp.Protocol, sp.Port}] = claim{by: sp.Name}
 		}
 	}
 	// Node ports next: they are claimed on every node address, where an
@@ -203,13 +210,14 @@ func dropConflicts(st *State) []error {
 		}
 		d := dest{proto: sp.Protocol, port: sp.NodePort}
 		if o, taken := nodePorts[d]; taken {
-			errs = append(errs, &conflictError{fmt.Sprintf("service %s: node port %s/%d is already used by %s; ignored", sp.Name, sp.Protocol, sp.NodePort, o)})
+			errs = append(errs, &conflictError{fmt.Sprintf("service %s: node port %s/%d is already used by %s; ignored", sp.Name, sp.Protocol, sp.NodePort, o),
+				[2]PortName{sp.Name, o}})
 			sp.NodePort = 0
 			continue
 		}
-		nodePorts[d] = sp.Name.String()
+		nodePorts[d] = sp.Name
 		for _, ip := range st.NodeIPs {
-			owner[dest{ip, sp.Protocol, sp.NodePort}] = sp.Name.String() + " (node port)"
+			owner[dest{ip, sp.Protocol, sp.NodePort}] = claim{by: sp.Name, nodePort: true}
 		}
 	}
 	for i := range st.Services {
@@ -218,11 +226,16 @@ func dropConflicts(st *State) []error {
 			var out []netip.Addr
 			for _, ip := range ips {
 				d := dest{ip, sp.Protocol, sp.Port}
-				if o, taken := owner[d]; taken && o != sp.Name.String() {
-					errs = append(errs, &conflictError{fmt.Sprintf("service %s: %s %s %s/%d is already used by %s; ignored", sp.Name, kind, ip, sp.Protocol, sp.Port, o)})
+				if o, taken := owner[d]; taken && (o.by != sp.Name || o.nodePort) {
+					by := o.by.String()
+					if o.nodePort {
+						by += " (node port)"
+					}
+					errs = append(errs, &conflictError{fmt.Sprintf("service %s: %s %s %s/%d is already used by %s; ignored", sp.Name, kind, ip, sp.Protocol, sp.Port, by),
+						[2]PortName{sp.Name, o.by}})
 					continue
 				}
-				owner[d] = sp.Name.String()
+				owner[d] = claim{by: sp.Name}
 				out = append(out, ip)
 			}
 			return out

@@ -167,19 +167,13 @@ func New(kube kubernetes.Interface, sluice versioned.Interface,
 }
 
 func (c *Controller) enqueueNode(obj any) {
-	if tomb, ok := obj.(cache.DeletedFinalStateUnknown); ok {
-		obj = tomb.Obj
-	}
-	if n, ok := obj.(*corev1.Node); ok {
+	if n, ok := workers.Object[*corev1.Node](obj); ok {
 		c.queue.Add(key{kind: nodeKey, name: n.Name})
 	}
 }
 
 func subnetFrom(obj any) *sluicev1alpha1.HostSubnet {
-	if tomb, ok := obj.(cache.DeletedFinalStateUnknown); ok {
-		obj = tomb.Obj
-	}
-	hs, _ := obj.(*sluicev1alpha1.HostSubnet)
+	hs, _ := workers.Object[*sluicev1alpha1.HostSubnet](obj)
 	return hs
 }
 

@@ -183,19 +183,13 @@ func New(kube kubernetes.Interface, sluice versioned.Interface,
 }
 
 func (c *Controller) enqueueNamespace(obj any) {
-	if tomb, ok := obj.(cache.DeletedFinalStateUnknown); ok {
-		obj = tomb.Obj
-	}
-	if ns, ok := obj.(*corev1.Namespace); ok {
+	if ns, ok := workers.Object[*corev1.Namespace](obj); ok {
 		c.queue.Add(ns.Name)
 	}
 }
 
 func netNamespaceFrom(obj any) *sluicev1alpha1.NetNamespace {
-	if tomb, ok := obj.(cache.DeletedFinalStateUnknown); ok {
-		obj = tomb.Obj
-	}
-	nn, _ := obj.(*sluicev1alpha1.NetNamespace)
+	nn, _ := workers.Object[*sluicev1alpha1.NetNamespace](obj)
 	return nn
 }
 
