@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -350,6 +351,85 @@ spec:
 				t.Errorf("from %s: %q, want connection refused", from, lines[0])
 			}
 		}
+	})
+
+	t.Run("a cluster IP's other ports are rejected; unallocated service addresses dropped", func(t *testing.T) {
+		for _, from := range []string{ns + "/c1", "node/node2"} {
+			lines := e.probes(t, from, "tcp", web+":9999", 1)
+			if !strings.Contains(lines[0], "connection refused") {
+				t.Errorf("%s to %s:9999: %q, want connection refused", from, web, lines[0])
+			}
+		}
+		// An address of the service network no Service holds: dropped, and
+		// counted by the drop rule on the client's node.
+		used := e.kubectl(t, "get", "svc", "-A", "-o", "jsonpath={..clusterIPs}")
+		last := e.cfg.ServiceCIDR.Addr().As4()
+		last[2], last[3] = 255, 254
+		free := netip.AddrFrom4(last).String()
+		if strings.Contains(used, `"`+free+`"`) {
+			t.Skipf("%s happens to be allocated", free)
+		}
+		counter := func() int {
+			out := e.must(t, "exec", "node/node1", "--", "nft", "list", "chain", "inet", "sluice", "cluster-ips-check")
+			for _, l := range strings.Split(out, "\n") {
+				if f := strings.Fields(l); strings.Contains(l, "@service-cidrs") && len(f) > 5 && f[len(f)-5] == "packets" {
+					n, _ := strconv.Atoi(f[len(f)-4])
+					return n
+				}
+			}
+			t.Fatalf("no counted drop rule for the service network:\n%s", out)
+			return 0
+		}
+		before := counter()
+		lines := e.probes(t, ns+"/c1", "tcp", free+":80", 1)
+		if !strings.HasPrefix(lines[0], "error") || strings.Contains(lines[0], "refused") {
+			t.Errorf("to unallocated %s: %q, want no answer", free, lines[0])
+		}
+		if after := counter(); after <= before {
+			t.Errorf("the service-network drop rule on node1 counted %d → %d packets; want more", before, after)
+		}
+	})
+
+	t.Run("loadBalancerSourceRanges admit only their sources; the node port stays open", func(t *testing.T) {
+		const guardedIP = "192.0.2.12"
+		ext := e.cfg.External().Addr.String()
+		manifest := func(ranges string) string {
+			return fmt.Sprintf(`apiVersion: v1
+kind: Service
+metadata: {name: guarded, namespace: %s}
+spec:
+  type: LoadBalancer
+  selector: {app: web}
+  loadBalancerSourceRanges: [%s]
+  ports:
+  - {port: 80, targetPort: 80, nodePort: 30084}
+`, ns, ranges)
+		}
+		e.apply(t, manifest("198.51.100.0/24"))
+		e.kubectl(t, "-n", ns, "patch", "svc", "guarded", "--subresource=status", "--type=merge",
+			"-p", `{"status":{"loadBalancer":{"ingress":[{"ip":"`+guardedIP+`"}]}}}`)
+		e.must(t, "exec", "external", "--", "ip", "route", "replace", guardedIP+"/32", "via", node("node1"))
+		defer e.sh("exec", "external", "--", "ip", "route", "del", guardedIP+"/32")
+		eventually(t, 20*time.Second, "the source ranges programmed on node1", func() error {
+			out := e.must(t, "exec", "node/node1", "--", "nft", "list", "set", "inet", "sluice", "firewall-allow")
+			if !strings.Contains(out, guardedIP+" . tcp . 80 . 198.51.100.0/24") {
+				return fmt.Errorf("firewall-allow:\n%s", out)
+			}
+			return nil
+		})
+		if _, _, errs := answered(e.probes(t, "external", "tcp", guardedIP+":80", 3)); errs != 3 {
+			t.Errorf("the external host (%s) is outside the ranges: want every probe to the LB IP dropped, %d of 3 were", ext, errs)
+		}
+		if names, _, errs := answered(e.probes(t, "external", "tcp", node("node1")+":30084", 10)); errs > 0 || len(names) == 0 {
+			t.Errorf("node port of the guarded service: answered by %v (%d errors), want answers", names, errs)
+		}
+		e.apply(t, manifest("198.51.100.0/24, "+ext+"/32"))
+		eventually(t, 20*time.Second, "the external host admitted", func() error {
+			if names, _, errs := answered(e.probes(t, "external", "tcp", guardedIP+":80", 10)); errs > 0 || len(names) == 0 {
+				return fmt.Errorf("answered by %v (%d errors)", names, errs)
+			}
+			return nil
+		})
 	})
 
 	t.Run("headless and ExternalName services are left alone", func(t *testing.T) {

@@ -48,6 +48,14 @@ func TestProxierAgainstKernel(t *testing.T) {
 		}
 		return s
 	}
+	// guarded: a LoadBalancer service with source ranges.
+	guarded := func(ranges ...string) *corev1.Service {
+		s := service("guarded", "172.30.0.13", false)
+		s.Spec.Type = corev1.ServiceTypeLoadBalancer
+		s.Spec.LoadBalancerSourceRanges = ranges
+		s.Status.LoadBalancer.Ingress = []corev1.LoadBalancerIngress{{IP: "198.51.100.20"}}
+		return s
+	}
 	slice := func(svc string, ips ...string) *discoveryv1.EndpointSlice {
 		name, proto, port := "http", corev1.ProtocolTCP, int32(8080)
 		es := &discoveryv1.EndpointSlice{
@@ -89,7 +97,8 @@ func TestProxierAgainstKernel(t *testing.T) {
 		p := proxy.NewProxier(nft, corelisters.NewServiceLister(svcs), slices, node, log)
 		put(p, service("web", "172.30.0.10", false), slice("web", "10.128.0.2", "10.128.2.2", "10.128.4.2"),
 			service("sticky", "172.30.0.11", true), slice("sticky", "10.128.0.3", "10.128.2.3"),
-			service("old", "172.30.0.12", false), slice("old", "10.128.0.4"))
+			service("old", "172.30.0.12", false), slice("old", "10.128.0.4"),
+			guarded("10.0.0.0/8", "192.168.7.0/24"), slice("guarded", "10.128.0.5"))
 		if err := p.Sync(ctx); err != nil {
 			return fmt.Errorf("full sync: %w", err)
 		}
@@ -99,14 +108,17 @@ func TestProxierAgainstKernel(t *testing.T) {
 		}
 		for _, want := range []string{`172.30.0.10 . tcp . 80 comment "ns/web:http/tcp" : goto pick-masq-tcp-3`,
 			"172.30.0.10 . 80 . 2 : 10.128.4.2 . 8080", "dnat ip to ip daddr . tcp dport . numgen random mod 3 map @service-endpoints-tcp",
-			"172.30.0.12 . tcp . 80", "update @affinity-"} {
+			"172.30.0.12 . tcp . 80", "update @affinity-",
+			"elements = { 172.30.0.10, 172.30.0.11,", // cluster-ips
+			"198.51.100.20 . tcp . 80 . 10.0.0.0/8", "198.51.100.20 . tcp . 80 . 198.51.100.20", // the node is in a range: the LB address admitted
+			"ip daddr . meta l4proto . th dport . ip saddr != @firewall-allow counter packets 0 bytes 0 drop"} {
 			if !strings.Contains(table(), want) {
 				return fmt.Errorf("after the full sync the table lacks %q:\n%s", want, table())
 			}
 		}
 
 		// Partial syncs: endpoints change (also under affinity), a service goes.
-		put(p, slice("web", "10.128.0.2"), slice("sticky", "10.128.0.3", "10.128.2.3", "10.128.4.3"))
+		put(p, slice("web", "10.128.0.2"), slice("sticky", "10.128.0.3", "10.128.2.3", "10.128.4.3"), guarded("203.0.113.0/24"))
 		svcs.Delete(service("old", "172.30.0.12", false))
 		p.ServiceChanged("ns", "old")
 		if err := p.Sync(ctx); err != nil {
@@ -117,7 +129,8 @@ func TestProxierAgainstKernel(t *testing.T) {
 		}
 		got := table()
 		if !strings.Contains(got, "goto pick-masq-tcp-1") || strings.Contains(got, "172.30.0.10 . 80 . 1 ") ||
-			strings.Contains(got, "172.30.0.12") || !strings.Contains(got, "10.128.4.3") {
+			strings.Contains(got, "172.30.0.12") || !strings.Contains(got, "10.128.4.3") ||
+			strings.Contains(got, "10.0.0.0/8") || !strings.Contains(got, "198.51.100.20 . tcp . 80 . 203.0.113.0/24") {
 			return fmt.Errorf("after the partial sync:\n%s", got)
 		}
 
@@ -146,7 +159,8 @@ func TestProxierAgainstKernel(t *testing.T) {
 		}
 		got = table()
 		if strings.Contains(got, "chain svc-") || strings.Contains(got, "map service-") || strings.Contains(got, "chain service") ||
-			strings.Contains(got, "chain pick-") || strings.Contains(got, "nodeport-ips") {
+			strings.Contains(got, "chain pick-") || strings.Contains(got, "nodeport-ips") || strings.Contains(got, "cluster-ips") ||
+			strings.Contains(got, "firewall-") {
 			return fmt.Errorf("teardown left proxy objects:\n%s", got)
 		}
 		if !strings.Contains(got, "chain pod-antispoof") || !strings.Contains(got, "set cluster-cidrs") {

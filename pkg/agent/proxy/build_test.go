@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -437,5 +438,65 @@ func TestBuildConflicts(t *testing.T) {
 	}
 	if len(sb.ExternalIPs) != 0 || fmt.Sprint(sb.LoadBalancerIPs) != "[203.0.113.6]" || sb.NodePort != 0 {
 		t.Errorf("b kept conflicting claims: %+v", sb)
+	}
+}
+
+func TestBuildSourceRanges(t *testing.T) {
+	lb := func(ingress string, f func(*corev1.Service)) *corev1.Service {
+		return svc("lb", func(s *corev1.Service) {
+			s.Spec.Type = corev1.ServiceTypeLoadBalancer
+			s.Spec.Ports[0].NodePort = 30090
+			if ingress != "" {
+				s.Status.LoadBalancer.Ingress = []corev1.LoadBalancerIngress{{IP: ingress}}
+			}
+			f(s)
+		})
+	}
+	for _, tc := range []struct {
+		name       string
+		s          *corev1.Service
+		firewalled bool
+		ranges     string
+		err        string // substring of the one expected error
+	}{
+		{"none", lb("198.51.100.1", func(*corev1.Service) {}), false, "", ""},
+		{"field, masked, sorted, deduplicated", lb("198.51.100.1", func(s *corev1.Service) {
+			s.Spec.LoadBalancerSourceRanges = []string{"10.1.2.3/8", " 192.168.0.0/16", "10.0.0.0/8", "2001:db8::/32"}
+		}), true, "10.0.0.0/8 192.168.0.0/16", ""},
+		{"annotation when the field is empty", lb("198.51.100.1", func(s *corev1.Service) {
+			s.Annotations = map[string]string{AnnotationSourceRanges: "203.0.113.0/24, 198.18.0.0/15"}
+		}), true, "198.18.0.0/15 203.0.113.0/24", ""},
+		{"field wins over annotation", lb("198.51.100.1", func(s *corev1.Service) {
+			s.Spec.LoadBalancerSourceRanges = []string{"10.0.0.0/8"}
+			s.Annotations = map[string]string{AnnotationSourceRanges: "0.0.0.0/0"}
+		}), true, "10.0.0.0/8", ""},
+		{"malformed range admits nobody, is reported", lb("198.51.100.1", func(s *corev1.Service) {
+			s.Spec.LoadBalancerSourceRanges = []string{"10.0.0.300/8"}
+		}), true, "", `spec.loadBalancerSourceRanges: "10.0.0.300/8" is not a CIDR`},
+		{"no load-balancer address yet: nothing to filter", lb("", func(s *corev1.Service) {
+			s.Spec.LoadBalancerSourceRanges = []string{"10.0.0.0/8"}
+		}), false, "10.0.0.0/8", ""},
+		{"not a LoadBalancer: ignored", svc("np", func(s *corev1.Service) {
+			s.Spec.Type = corev1.ServiceTypeNodePort
+			s.Spec.LoadBalancerSourceRanges = []string{"10.0.0.0/8"}
+		}), false, "", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			st, errs := Build([]*corev1.Service{tc.s}, nil, node)
+			switch {
+			case tc.err == "" && len(errs) > 0:
+				t.Fatalf("errors: %v", errs)
+			case tc.err != "" && (len(errs) != 1 || !strings.Contains(errs[0].Error(), tc.err)):
+				t.Fatalf("want one error containing %q, got %v", tc.err, errs)
+			}
+			sp := st.Services[0]
+			var got []string
+			for _, r := range sp.SourceRanges {
+				got = append(got, r.String())
+			}
+			if sp.Firewalled != tc.firewalled || strings.Join(got, " ") != tc.ranges {
+				t.Errorf("firewalled %v ranges %q, want %v %q", sp.Firewalled, strings.Join(got, " "), tc.firewalled, tc.ranges)
+			}
+		})
 	}
 }

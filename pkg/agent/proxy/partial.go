@@ -30,6 +30,14 @@ func RenderPartial(tx *knftables.Transaction, prev, next State) {
 		old[key(&prev.Services[i])] = &prev.Services[i]
 	}
 	seen := map[string]bool{}
+	// Cluster IPs are shared by the ports of a service: one that a touched
+	// port no longer has is deleted only if no port of next still has it.
+	var goneVIPs []netip.Addr
+	addVIPs := func(sp *ServicePort) {
+		for _, vip := range sp.ClusterIPs {
+			tx.Add(&knftables.Element{Set: SetClusterIPs, Key: []string{vip.String()}})
+		}
+	}
 	for i := range next.Services {
 		sp := &next.Services[i]
 		k := key(sp)
@@ -38,9 +46,15 @@ func RenderPartial(tx *knftables.Transaction, prev, next State) {
 		if o != nil && reflect.DeepEqual(o, sp) {
 			continue
 		}
+		addVIPs(sp)
 		if o == nil {
 			renderService(tx, sp, next.NodeIPs)
 			continue
+		}
+		for _, vip := range o.ClusterIPs {
+			if !slices.Contains(sp.ClusterIPs, vip) {
+				goneVIPs = append(goneVIPs, vip)
+			}
 		}
 		oldChains, oldSets := Objects(State{Services: []ServicePort{*o}})
 		newChains, newSets := Objects(State{Services: []ServicePort{*sp}})
@@ -69,6 +83,7 @@ func RenderPartial(tx *knftables.Transaction, prev, next State) {
 		if seen[key(o)] {
 			continue
 		}
+		goneVIPs = append(goneVIPs, o.ClusterIPs...)
 		chains, sets := Objects(State{Services: []ServicePort{*o}})
 		for _, e := range elements(o, prev.NodeIPs) {
 			tx.Delete(e)
@@ -83,15 +98,30 @@ func RenderPartial(tx *knftables.Transaction, prev, next State) {
 			tx.Delete(&knftables.Set{Name: s})
 		}
 	}
+	if len(goneVIPs) > 0 {
+		slices.SortFunc(goneVIPs, netip.Addr.Compare)
+		used := map[netip.Addr]bool{}
+		for i := range next.Services {
+			for _, vip := range next.Services[i].ClusterIPs {
+				used[vip] = true
+			}
+		}
+		for _, vip := range slices.Compact(goneVIPs) {
+			if !used[vip] {
+				tx.Delete(&knftables.Element{Set: SetClusterIPs, Key: []string{vip.String()}})
+			}
+		}
+	}
 }
 
-// elements are the map elements renderService writes for sp.
+// elements are the map elements (and source-range set elements)
+// renderService writes for sp.
 func elements(sp *ServicePort, nodeIPs []netip.Addr) []*knftables.Element {
 	rec := &recorder{}
 	renderService(rec, sp, nodeIPs)
 	var out []*knftables.Element
 	for _, obj := range rec.added {
-		if e, ok := obj.(*knftables.Element); ok && e.Map != "" {
+		if e, ok := obj.(*knftables.Element); ok && (e.Map != "" || e.Set == SetFirewallIPs || e.Set == SetFirewallAllow) {
 			out = append(out, e)
 		}
 	}

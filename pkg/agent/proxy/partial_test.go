@@ -71,6 +71,27 @@ func TestRenderPartialEqualsFull(t *testing.T) {
 			}
 			return true
 		}), []string{"local"}},
+		{"source ranges changed", mutate(base, func(sp *ServicePort) bool {
+			if sp.Name.Name == "fw" {
+				sp.SourceRanges = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}
+			}
+			return true
+		}), []string{"fw"}},
+		{"source ranges lifted", mutate(base, func(sp *ServicePort) bool {
+			if sp.Name.Name == "fw" {
+				sp.Firewalled, sp.SourceRanges = false, nil
+			}
+			return true
+		}), []string{"fw"}},
+		{"one port of a two-port service removed: its cluster IP stays", mutate(base, func(sp *ServicePort) bool {
+			return sp.Name.Name != "dns" || sp.Protocol != "SCTP"
+		}), []string{"dns"}},
+		{"cluster IP changed", mutate(base, func(sp *ServicePort) bool {
+			if sp.Name.Name == "web" {
+				sp.ClusterIPs = []netip.Addr{netip.MustParseAddr("172.30.0.99")}
+			}
+			return true
+		}), []string{"web"}},
 		{"service removed", mutate(base, func(sp *ServicePort) bool { return sp.Name.Name != "sticky" }), []string{"sticky"}},
 		{"service added", base, []string{"sticky"}},
 		{"node address changed", func() State {

@@ -24,6 +24,12 @@ const (
 	ChainFilterInput    = "svc-filter-input"
 	ChainFilterForward  = "svc-filter-forward"
 	ChainFilterOutput   = "svc-filter-output"
+	// Before DNAT, in the prerouting hook: load-balancer source ranges.
+	ChainFilterPrerouting = "svc-filter-prerouting"
+	// After DNAT (filter priority): whatever still goes to a service
+	// address was not a service port.
+	ChainFilterForwardPost = "svc-filter-forward-post"
+	ChainFilterOutputPost  = "svc-filter-output-post"
 )
 
 // Regular chains, maps and sets of the proxy.
@@ -34,11 +40,23 @@ const (
 	ChainServiceEPCheck   = "service-endpoints-check"
 	ChainNodePortEPCheck  = "nodeport-endpoints-check"
 	ChainReject           = "reject-chain"
+	ChainFirewallCheck    = "firewall-check"
+	ChainClusterIPsCheck  = "cluster-ips-check"
 	MapServiceIPs         = "service-ips"
 	MapServiceNodePorts   = "service-nodeports"
 	MapNoEndpointServices = "no-endpoint-services"
 	MapNoEndpointNodePort = "no-endpoint-nodeports"
 	SetNodePortIPs        = "nodeport-ips"
+	// SetClusterIPs holds every allocated cluster IP: traffic to one of them
+	// on a port no service serves is rejected, traffic to an unallocated
+	// address of the service network dropped.
+	SetClusterIPs = "cluster-ips"
+	// SetFirewallIPs: load-balancer destination . protocol . port of the
+	// ports with loadBalancerSourceRanges; SetFirewallAllow: the same
+	// followed by an admitted source range. A new connection to the first
+	// whose source the second does not admit is dropped before DNAT.
+	SetFirewallIPs   = "firewall-ips"
+	SetFirewallAllow = "firewall-allow"
 	// MapEndpointsPrefix + protocol (tcp, udp, sctp) names the maps of the
 	// shared picking chains: destination . port . index → endpoint . port.
 	MapEndpointsPrefix = "service-endpoints-"
@@ -191,9 +209,20 @@ func Render(tx *knftables.Transaction, st State) {
 	for _, p := range protocols {
 		tx.Flush(&knftables.Map{Name: MapEndpointsPrefix + p})
 	}
-	tx.Flush(&knftables.Set{Name: SetNodePortIPs})
+	for _, set := range []string{SetNodePortIPs, SetClusterIPs, SetFirewallIPs, SetFirewallAllow} {
+		tx.Flush(&knftables.Set{Name: set})
+	}
 	for _, ip := range st.NodeIPs {
 		tx.Add(&knftables.Element{Set: SetNodePortIPs, Key: []string{ip.String()}})
+	}
+	vips := map[netip.Addr]bool{}
+	for i := range st.Services {
+		for _, vip := range st.Services[i].ClusterIPs {
+			if !vips[vip] {
+				vips[vip] = true
+				tx.Add(&knftables.Element{Set: SetClusterIPs, Key: []string{vip.String()}})
+			}
+		}
 	}
 
 	for i := range st.Services {
@@ -220,6 +249,11 @@ func renderSkeleton(tx *knftables.Transaction) {
 		tx.Add(&knftables.Map{Name: name, Type: typ, Comment: knftables.PtrTo(comment)})
 	}
 	tx.Add(&knftables.Set{Name: SetNodePortIPs, Type: "ipv4_addr", Comment: knftables.PtrTo("node addresses that serve node ports")})
+	tx.Add(&knftables.Set{Name: SetClusterIPs, Type: "ipv4_addr", Comment: knftables.PtrTo("allocated cluster IPs")})
+	tx.Add(&knftables.Set{Name: SetFirewallIPs, Type: "ipv4_addr . inet_proto . inet_service",
+		Comment: knftables.PtrTo("load-balancer destinations with source ranges")})
+	tx.Add(&knftables.Set{Name: SetFirewallAllow, Type: "ipv4_addr . inet_proto . inet_service . ipv4_addr", Flags: []knftables.SetFlag{knftables.IntervalFlag},
+		Comment: knftables.PtrTo("load-balancer destination . admitted source range")})
 	vmap(MapServiceIPs, "ipv4_addr . inet_proto . inet_service : verdict", "cluster, external and load-balancer IPs")
 	vmap(MapServiceNodePorts, "inet_proto . inet_service : verdict", "node ports")
 	vmap(MapNoEndpointServices, "ipv4_addr . inet_proto . inet_service : verdict", "service IPs without usable endpoints")
@@ -248,6 +282,12 @@ func renderSkeleton(tx *knftables.Transaction) {
 		"meta mark set meta mark xor "+mark,
 		"masquerade fully-random")
 	chain(ChainReject, "reject")
+	chain(ChainFirewallCheck,
+		knftables.Concat("ip daddr . meta l4proto . th dport @"+SetFirewallIPs,
+			"ip daddr . meta l4proto . th dport . ip saddr != @"+SetFirewallAllow, "counter drop"))
+	chain(ChainClusterIPsCheck,
+		"ip daddr @"+SetClusterIPs+" counter reject",
+		"ip daddr @"+dataplane.SetServiceCIDR+" counter drop")
 	chain(ChainServices,
 		knftables.Concat("ip daddr . meta l4proto . th dport vmap", "@"+MapServiceIPs),
 		knftables.Concat("ip daddr @"+SetNodePortIPs, "meta l4proto . th dport vmap", "@"+MapServiceNodePorts))
@@ -264,7 +304,13 @@ func renderSkeleton(tx *knftables.Transaction) {
 	base(ChainFilterForward, knftables.FilterType, knftables.ForwardHook, dstnatMinus10,
 		"ct state new jump "+ChainServiceEPCheck)
 	base(ChainFilterOutput, knftables.FilterType, knftables.OutputHook, dstnatMinus10,
-		"ct state new jump "+ChainNodePortEPCheck, "ct state new jump "+ChainServiceEPCheck)
+		"ct state new jump "+ChainFirewallCheck, "ct state new jump "+ChainNodePortEPCheck, "ct state new jump "+ChainServiceEPCheck)
+	base(ChainFilterPrerouting, knftables.FilterType, knftables.PreroutingHook, dstnatMinus10,
+		"ct state new jump "+ChainFirewallCheck)
+	base(ChainFilterForwardPost, knftables.FilterType, knftables.ForwardHook, knftables.FilterPriority,
+		"ct state new jump "+ChainClusterIPsCheck)
+	base(ChainFilterOutputPost, knftables.FilterType, knftables.OutputHook, knftables.FilterPriority,
+		"ct state new jump "+ChainClusterIPsCheck)
 	base(ChainNATPrerouting, knftables.NATType, knftables.PreroutingHook, knftables.DNATPriority, "jump "+ChainServices)
 	base(ChainNATOutput, knftables.NATType, knftables.OutputHook, knftables.DNATPriority, "jump "+ChainServices)
 	// Hairpin: a DNATed packet leaving through the interface of the pod that
@@ -277,6 +323,7 @@ func renderSkeleton(tx *knftables.Transaction) {
 }
 
 func renderService(tx writer, sp *ServicePort, nodeIPs []netip.Addr) {
+	renderFirewall(tx, sp, nodeIPs)
 	if shared(sp) {
 		renderShared(tx, sp, nodeIPs)
 		return
@@ -410,6 +457,31 @@ func renderService(tx writer, sp *ServicePort, nodeIPs []netip.Addr) {
 	}
 }
 
+// renderFirewall writes the source-range elements of a firewalled port: its
+// load-balancer destinations, and each with every admitted range. When a
+// range admits the node itself, the destination is admitted as a source
+// too: a node that holds a load-balancer address locally reaches it with
+// that address as source.
+func renderFirewall(tx writer, sp *ServicePort, nodeIPs []netip.Addr) {
+	if !sp.Firewalled {
+		return
+	}
+	l4 := proto(sp.Protocol)
+	port := itoa(sp.Port)
+	comment := knftables.PtrTo(sp.Name.String() + "/" + l4)
+	fromNode := slices.ContainsFunc(sp.SourceRanges, func(r netip.Prefix) bool { return slices.ContainsFunc(nodeIPs, r.Contains) })
+	for _, lb := range sp.LoadBalancerIPs {
+		tx.Add(&knftables.Element{Set: SetFirewallIPs, Key: []string{lb.String(), l4, port}, Comment: comment})
+		ranges := sp.SourceRanges
+		if fromNode && !slices.ContainsFunc(ranges, func(r netip.Prefix) bool { return r.Contains(lb) }) {
+			ranges = append(slices.Clone(ranges), netip.PrefixFrom(lb, 32))
+		}
+		for _, r := range ranges {
+			tx.Add(&knftables.Element{Set: SetFirewallAllow, Key: []string{lb.String(), l4, port, r.String()}})
+		}
+	}
+}
+
 // renderShared writes a service port served by the shared picking chains:
 // only map elements, no chain of its own. Each destination (cluster IP,
 // external or load-balancer IP, node port on each node address) gets the
@@ -530,6 +602,8 @@ func Teardown(tx *knftables.Transaction, chains, sets, maps []string) {
 		ChainFilterInput: true, ChainFilterForward: true, ChainFilterOutput: true,
 		ChainServices: true, ChainMarkMasq: true, ChainMasquerading: true,
 		ChainServiceEPCheck: true, ChainNodePortEPCheck: true, ChainReject: true,
+		ChainFilterPrerouting: true, ChainFilterForwardPost: true, ChainFilterOutputPost: true,
+		ChainFirewallCheck: true, ChainClusterIPsCheck: true,
 	}
 	// Rules first (they refer to maps and sets), then maps and sets (their
 	// elements refer to chains), then the chains.
@@ -553,7 +627,8 @@ func Teardown(tx *knftables.Transaction, chains, sets, maps []string) {
 		}
 	}
 	for _, s := range sets {
-		if s == SetNodePortIPs || owned(s, prefixAffinity) {
+		switch {
+		case s == SetNodePortIPs, s == SetClusterIPs, s == SetFirewallIPs, s == SetFirewallAllow, owned(s, prefixAffinity):
 			tx.Delete(&knftables.Set{Name: s})
 		}
 	}

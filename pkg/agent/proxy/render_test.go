@@ -98,6 +98,20 @@ func scenario(t *testing.T) State {
 			s.Spec.ClusterIP, s.Spec.ClusterIPs = "172.30.0.16", nil
 			s.Spec.SessionAffinity = corev1.ServiceAffinityClientIP
 		}),
+		svc("fw", func(s *corev1.Service) {
+			s.Spec.ClusterIP, s.Spec.ClusterIPs = "172.30.0.18", nil
+			s.Spec.Type = corev1.ServiceTypeLoadBalancer
+			s.Spec.Ports[0].NodePort = 30084
+			s.Spec.LoadBalancerSourceRanges = []string{"203.0.113.0/29", " 192.168.1.0/24 "}
+			s.Status.LoadBalancer.Ingress = []corev1.LoadBalancerIngress{{IP: "198.51.100.9"}}
+		}),
+		svc("fw-v6", func(s *corev1.Service) {
+			s.Spec.ClusterIP, s.Spec.ClusterIPs = "172.30.0.19", nil
+			s.Spec.Type = corev1.ServiceTypeLoadBalancer
+			s.Spec.Ports[0].NodePort = 30085
+			s.Annotations = map[string]string{AnnotationSourceRanges: "2001:db8::/32"}
+			s.Status.LoadBalancer.Ingress = []corev1.LoadBalancerIngress{{IP: "198.51.100.10"}}
+		}),
 		svc("dns", func(s *corev1.Service) {
 			s.Spec.ClusterIP, s.Spec.ClusterIPs = "172.30.0.17", nil
 			s.Spec.Ports = []corev1.ServicePort{{Name: "http", Protocol: corev1.ProtocolUDP, Port: 53}, {Name: "http", Protocol: corev1.ProtocolSCTP, Port: 53}}
@@ -109,7 +123,7 @@ func scenario(t *testing.T) State {
 		{Name: ptr("http"), Protocol: ptr(corev1.ProtocolSCTP), Port: ptr[int32](5354)},
 	}
 	return buildAll(t, svcs, []*discoveryv1.EndpointSlice{
-		both("web"), both("local"), both("itp"), both("sticky"), dns,
+		both("web"), both("local"), both("itp"), both("sticky"), both("fw"), both("fw-v6"), dns,
 		slice("elsewhere", "elsewhere-1", 8080, readyEP(epRem, "node-b")),
 		slice("empty", "empty-1", 8080, ep{ip: epRem, ready: no, serving: no}),
 		slice("itp-none", "itp-none-1", 8080, readyEP(epRem, "node-b")),
@@ -130,8 +144,12 @@ func TestTrace(t *testing.T) {
 		want []string
 	}{
 		{"clusterIP from a pod", pkt{pod, "172.30.0.10", "tcp", 80}, bothEPs},
-		{"clusterIP, other port", pkt{pod, "172.30.0.10", "tcp", 81}, notAService},
-		{"clusterIP, other protocol", pkt{pod, "172.30.0.10", "udp", 80}, notAService},
+		{"clusterIP, other port: rejected", pkt{pod, "172.30.0.10", "tcp", 81}, []string{"reject"}},
+		{"clusterIP, other protocol: rejected", pkt{pod, "172.30.0.10", "udp", 80}, []string{"reject"}},
+		{"clusterIP, other port, from the node: rejected", pkt{host, "172.30.0.10", "tcp", 81}, []string{"reject"}},
+		{"unallocated address of the service network: dropped", pkt{pod, "172.30.9.9", "tcp", 80}, []string{"drop"}},
+		{"unallocated service address from the node: dropped", pkt{host, "172.30.9.9", "tcp", 80}, []string{"drop"}},
+		{"outside the service network: not ours", pkt{pod, "10.0.0.1", "tcp", 80}, notAService},
 		{"clusterIP from the node is masqueraded", pkt{host, "172.30.0.10", "tcp", 80}, bothMasq},
 		{"hairpin: an endpoint reaching itself is masqueraded", pkt{epLocal, "172.30.0.10", "tcp", 80},
 			[]string{"dnat 10.128.0.2:8080 masq", "dnat 10.128.1.2:8080"}},
@@ -161,7 +179,18 @@ func TestTrace(t *testing.T) {
 
 		{"UDP", pkt{pod, "172.30.0.17", "udp", 53}, []string{"dnat 10.128.1.2:5353"}},
 		{"SCTP", pkt{pod, "172.30.0.17", "sctp", 53}, []string{"dnat 10.128.1.2:5354"}},
-		{"TCP on a UDP+SCTP service", pkt{pod, "172.30.0.17", "tcp", 53}, notAService},
+		{"TCP on a UDP+SCTP service: rejected", pkt{pod, "172.30.0.17", "tcp", 53}, []string{"reject"}},
+
+		{"source ranges: admitted client", pkt{"203.0.113.5", "198.51.100.9", "tcp", 80}, bothMasq},
+		{"source ranges: other client dropped", pkt{outside, "198.51.100.9", "tcp", 80}, []string{"drop"}},
+		{"source ranges: a pod outside them dropped", pkt{pod, "198.51.100.9", "tcp", 80}, []string{"drop"}},
+		{"source ranges: the node inside them admitted", pkt{host, "198.51.100.9", "tcp", 80}, bothMasq},
+		{"source ranges: the LB address itself admitted (range holds the node)", pkt{"198.51.100.9", "198.51.100.9", "tcp", 80}, bothMasq},
+		{"source ranges: node port not filtered", pkt{outside, host, "tcp", 30084}, bothMasq},
+		{"source ranges: clusterIP not filtered", pkt{pod, "172.30.0.18", "tcp", 80}, bothEPs},
+		{"source ranges: other port of the LB address untouched", pkt{outside, "198.51.100.9", "tcp", 81}, notAService},
+		{"source ranges of another family only: nobody admitted", pkt{"203.0.113.5", "198.51.100.10", "tcp", 80}, []string{"drop"}},
+		{"source ranges of another family only: node port still served", pkt{outside, host, "tcp", 30085}, bothMasq},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := tr.trace(tc.p); !slices.Equal(got, tc.want) {
@@ -234,6 +263,15 @@ func TestRenderContract(t *testing.T) {
 		"add rule inet sluice " + serviceChain(&local) + " meta l4proto tcp dnat ip to numgen random mod 2 map { 0 : 10.128.0.2 . 8080 , 1 : 10.128.1.2 . 8080 }",
 		"add element inet sluice service-ips { 198.51.100.8 . tcp . 80 comment \"ns/local:http/tcp\" : goto " + externalChain(&local) + " }",
 		"add rule inet sluice svc-nat-postrouting ct status dnat oifname . ip saddr @pod-ifaddrs jump mark-for-masquerade",
+		"add chain inet sluice svc-filter-prerouting { type filter hook prerouting priority -110 ; }",
+		"add chain inet sluice svc-filter-forward-post { type filter hook forward priority 0 ; }",
+		"add chain inet sluice svc-filter-output-post { type filter hook output priority 0 ; }",
+		"add element inet sluice cluster-ips { 172.30.0.13 }",
+		"add element inet sluice firewall-ips { 198.51.100.9 . tcp . 80 comment \"ns/fw:http/tcp\" }",
+		"add element inet sluice firewall-allow { 198.51.100.9 . tcp . 80 . 203.0.113.0/29 }",
+		"add rule inet sluice firewall-check ip daddr . meta l4proto . th dport @firewall-ips ip daddr . meta l4proto . th dport . ip saddr != @firewall-allow counter drop",
+		"add rule inet sluice cluster-ips-check ip daddr @cluster-ips counter reject",
+		"add rule inet sluice cluster-ips-check ip daddr @service-cidrs counter drop",
 	} {
 		if !strings.Contains(dump, want) {
 			t.Errorf("table lacks %q", want)

@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"slices"
 	"strconv"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -69,6 +70,16 @@ type ServicePort struct {
 	NodePort        uint16 // 0 = none
 	ExternalIPs     []netip.Addr
 	LoadBalancerIPs []netip.Addr // status.loadBalancer.ingress[*].ip, ipMode VIP only
+
+	// Firewalled: the Service restricts the sources of its load-balancer
+	// traffic (spec.loadBalancerSourceRanges, else the older
+	// service.beta.kubernetes.io/load-balancer-source-ranges annotation).
+	// SourceRanges are the IPv4 ones; a firewalled port whose ranges are all
+	// of another family or malformed admits no source at all (closed, not
+	// open). Node ports, external IPs and cluster IPs are not filtered, as in
+	// kube-proxy.
+	Firewalled   bool
+	SourceRanges []netip.Prefix
 
 	// AffinitySeconds is the ClientIP session affinity timeout; 0 = no affinity.
 	AffinitySeconds int32
@@ -246,6 +257,43 @@ func dropConflicts(st *State) []error {
 	return errs
 }
 
+// AnnotationSourceRanges is the annotation older Services use instead of
+// spec.loadBalancerSourceRanges (comma-separated CIDRs).
+const AnnotationSourceRanges = "service.beta.kubernetes.io/load-balancer-source-ranges"
+
+// sourceRanges returns whether svc restricts its load-balancer sources and
+// the IPv4 ranges it admits, sorted and without duplicates.
+func sourceRanges(svc *corev1.Service, bad func(string, ...any)) (bool, []netip.Prefix) {
+	if svc.Spec.Type != corev1.ServiceTypeLoadBalancer {
+		return false, nil
+	}
+	field, raw := "spec.loadBalancerSourceRanges", svc.Spec.LoadBalancerSourceRanges
+	if len(raw) == 0 {
+		field, raw = "annotation "+AnnotationSourceRanges, strings.Split(svc.Annotations[AnnotationSourceRanges], ",")
+	}
+	var out []netip.Prefix
+	any_ := false
+	for _, s := range raw {
+		s = strings.TrimSpace(s)
+		if s == "" {
+			continue
+		}
+		any_ = true
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			bad("%s: %q is not a CIDR (the range admits nobody)", field, s)
+			continue
+		}
+		if p.Addr().Is4() {
+			out = append(out, p.Masked())
+		}
+	}
+	slices.SortFunc(out, func(a, b netip.Prefix) int {
+		return cmp.Or(a.Addr().Compare(b.Addr()), cmp.Compare(a.Bits(), b.Bits()))
+	})
+	return any_, slices.Compact(out)
+}
+
 func buildService(svc *corev1.Service, eps []*discoveryv1.EndpointSlice, node NodeInfo) ([]ServicePort, []error) {
 	if svc.Spec.Type == corev1.ServiceTypeExternalName {
 		return nil, nil
@@ -307,6 +355,7 @@ func buildService(svc *corev1.Service, eps []*discoveryv1.EndpointSlice, node No
 		}
 		lbIPs = parseV4("load-balancer ingress IP", ss)
 	}
+	firewalled, ranges := sourceRanges(svc, bad)
 	var affinity int32
 	if svc.Spec.SessionAffinity == corev1.ServiceAffinityClientIP {
 		affinity = DefaultAffinityTimeout
@@ -346,6 +395,8 @@ func buildService(svc *corev1.Service, eps []*discoveryv1.EndpointSlice, node No
 			Port:                uint16(p.Port),
 			ExternalIPs:         externalIPs,
 			LoadBalancerIPs:     lbIPs,
+			Firewalled:          firewalled && len(lbIPs) > 0,
+			SourceRanges:        ranges,
 			AffinitySeconds:     affinity,
 			ExternalPolicyLocal: extLocal,
 			InternalPolicyLocal: intLocal,

@@ -44,40 +44,72 @@ func newTracer(t *testing.T, f *knftables.Fake) *tracer {
 
 // trace returns every possible outcome, sorted: "reject", "drop",
 // "accept" (not a service), or "dnat A:P" with " masq" when source-NATed.
+// Stages: the pre-DNAT filter chains (prerouting, then forward or input;
+// output for the node's own packets), nat dstnat, the post-DNAT filter
+// chains (which see the translated destination), nat srcnat.
 func (tr *tracer) trace(p pkt) []string {
 	c := tctx{src: netip.MustParseAddr(p.src), dst: netip.MustParseAddr(p.dst), proto: p.proto, port: p.port}
 	local := tr.inSet(SetNodePortIPs, c.src)
-	filter, nat := ChainFilterForward, ChainNATPrerouting
+	pre := []string{ChainFilterPrerouting, ChainFilterForward}
+	nat, post := ChainNATPrerouting, ChainFilterForwardPost
 	switch {
 	case local:
-		filter, nat = ChainFilterOutput, ChainNATOutput
+		pre, nat, post = []string{ChainFilterOutput}, ChainNATOutput, ChainFilterOutputPost
 	case tr.inSet(SetNodePortIPs, c.dst):
-		filter = ChainFilterInput
+		pre, post = []string{ChainFilterPrerouting, ChainFilterInput}, ""
 	}
 	var out []string
-	for _, f := range tr.run(filter, c) {
-		if f.done && f.verdict != "accept" {
-			out = append(out, f.verdict)
-			continue
+	// filter runs chain on each context: stopped ones go to out, the rest
+	// (accepted or fallen through) continue.
+	filter := func(chain string, cs []tctx, view func(tctx) tctx) []tctx {
+		var cont []tctx
+		for _, c := range cs {
+			for _, f := range tr.run(chain, view(c)) {
+				if f.done && f.verdict != "accept" {
+					out = append(out, f.verdict)
+				} else {
+					cont = append(cont, c)
+				}
+			}
 		}
-		f.done, f.verdict = false, ""
+		return cont
+	}
+	same := func(c tctx) tctx { return c }
+	cs := []tctx{c}
+	for _, chain := range pre {
+		cs = filter(chain, cs, same)
+	}
+	var natted []tctx
+	for _, f := range cs {
 		for _, n := range tr.run(nat, f) {
 			if n.done && (n.verdict == "drop" || n.verdict == "reject") {
 				out = append(out, n.verdict)
 				continue
 			}
 			n.done = false
-			res := n.verdict
-			if res == "" {
-				res = "accept"
+			natted = append(natted, n)
+		}
+	}
+	if post != "" {
+		natted = filter(post, natted, func(c tctx) tctx {
+			if ap, err := netip.ParseAddrPort(strings.TrimPrefix(c.verdict, "dnat ")); err == nil {
+				c.dst, c.port = ap.Addr(), int(ap.Port())
 			}
-			for _, post := range tr.run(ChainNATPostrouting, n) {
-				r := res
-				if post.masq {
-					r += " masq"
-				}
-				out = append(out, r)
+			c.verdict = ""
+			return c
+		})
+	}
+	for _, n := range natted {
+		res := n.verdict
+		if res == "" {
+			res = "accept"
+		}
+		for _, post := range tr.run(ChainNATPostrouting, n) {
+			r := res
+			if post.masq {
+				r += " masq"
 			}
+			out = append(out, r)
 		}
 	}
 	slices.Sort(out)
@@ -118,6 +150,10 @@ func (tr *tracer) rules(rs []*knftables.Rule, i int, c tctx) []tctx {
 			ok, cond, w = tr.inSet(SetNodePortIPs, c.src), true, w[4:]
 		case hasPrefix(w, "meta", "mark", "&") && len(w) >= 6 && w[4] == "==":
 			ok, cond, w = c.mark == (w[5] != "0"), true, w[6:]
+		case isConcatLookup(w):
+			var n int
+			ok, n = tr.concatLookup(w, c)
+			cond, w = true, w[n:]
 		case (w[0] == "ip") && len(w) >= 3 && (w[1] == "saddr" || w[1] == "daddr") && w[2] != ".":
 			a := c.src
 			if w[1] == "daddr" {
@@ -147,7 +183,10 @@ func (tr *tracer) rules(rs []*knftables.Rule, i int, c tctx) []tctx {
 			return next(c)
 		}
 	}
-	// statements
+	// statements ("counter" only counts)
+	if len(w) > 1 && w[0] == "counter" {
+		w = w[1:]
+	}
 	switch {
 	case len(w) == 0:
 		return next(c)
@@ -301,6 +340,84 @@ func (tr *tracer) inPairSet(name string, a netip.Addr) bool {
 		}
 	}
 	return false
+}
+
+// concatFields reads "f1 . f2 . …" at the start of w (fields: ip saddr,
+// ip daddr, meta l4proto, th dport) and returns the fields and the words used.
+func concatFields(w []string) ([]string, int) {
+	var fields []string
+	i := 0
+	for i+1 < len(w) {
+		f := w[i] + " " + w[i+1]
+		switch f {
+		case "ip saddr", "ip daddr", "meta l4proto", "th dport":
+		default:
+			return fields, i
+		}
+		fields = append(fields, f)
+		i += 2
+		if i < len(w) && w[i] == "." {
+			i++
+			continue
+		}
+		break
+	}
+	return fields, i
+}
+
+// isConcatLookup: "f1 . f2 … [!=] @set" (not a vmap).
+func isConcatLookup(w []string) bool {
+	fields, n := concatFields(w)
+	if len(fields) < 2 || n >= len(w) {
+		return false
+	}
+	return strings.HasPrefix(w[n], "@") || (w[n] == "!=" && n+1 < len(w) && strings.HasPrefix(w[n+1], "@"))
+}
+
+// concatLookup evaluates a concatenated set lookup; elements may hold
+// prefixes (interval sets) where the packet has an address.
+func (tr *tracer) concatLookup(w []string, c tctx) (bool, int) {
+	fields, n := concatFields(w)
+	neg := w[n] == "!="
+	if neg {
+		n++
+	}
+	name := strings.TrimPrefix(w[n], "@")
+	set := tr.tbl.Sets[name]
+	if set == nil {
+		tr.t.Fatalf("tracer: no set %q", name)
+	}
+	val := func(f string) string {
+		switch f {
+		case "ip saddr":
+			return c.src.String()
+		case "ip daddr":
+			return c.dst.String()
+		case "meta l4proto":
+			return c.proto
+		}
+		return strconv.Itoa(c.port)
+	}
+	found := false
+	for _, e := range set.Elements {
+		if len(e.Key) != len(fields) {
+			tr.t.Fatalf("tracer: element %v of %s does not match %v", e.Key, name, fields)
+		}
+		match := true
+		for i, f := range fields {
+			k, v := e.Key[i], val(f)
+			if p, err := netip.ParsePrefix(k); err == nil && (f == "ip saddr" || f == "ip daddr") {
+				match = match && p.Contains(netip.MustParseAddr(v))
+			} else {
+				match = match && k == v
+			}
+		}
+		if match {
+			found = true
+			break
+		}
+	}
+	return found != neg, n + 1
 }
 
 func hasPrefix(w []string, p ...string) bool {
