@@ -25,8 +25,8 @@ import (
 
 func main() {
 	var o struct {
-		kubeconfig, node, stateDir, socket, binDir, confDir, plugin, serviceProxy string
-		servicesOnly                                                              bool
+		kubeconfig, node, stateDir, socket, binDir, confDir, plugin, serviceProxy, healthz string
+		servicesOnly                                                                       bool
 	}
 	fs := flag.NewFlagSet("sluice-agent", flag.ContinueOnError)
 	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig (empty: in-cluster)")
@@ -37,6 +37,7 @@ func main() {
 	fs.StringVar(&o.confDir, "cni-conf-dir", "/etc/cni/net.d", "where to write the CNI network configuration")
 	fs.StringVar(&o.plugin, "cni-plugin", "", "the sluice-cni binary to install (default: beside this binary)")
 	fs.StringVar(&o.serviceProxy, "service-proxy", "", "Sluice: load-balance Services here; External: leave them to kube-proxy (default: ClusterNetwork spec.serviceProxy)")
+	fs.StringVar(&o.healthz, "healthz-bind-address", "0.0.0.0:10256", "where the service proxy answers kube-proxy's /healthz and /livez for load balancers (empty: nowhere)")
 	fs.BoolVar(&o.servicesOnly, "services-only", false, "run only the service proxy (another CNI plugin wires the pods)")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		os.Exit(2)
@@ -48,7 +49,7 @@ func main() {
 		os.Exit(2)
 	}
 	if err := run(o.kubeconfig, o.servicesOnly, node.Config{NodeName: o.node, StateDir: o.stateDir, CNISocket: o.socket,
-		CNIBinDir: o.binDir, CNIConfDir: o.confDir, PluginPath: o.plugin, ServiceProxy: o.serviceProxy}); err != nil {
+		CNIBinDir: o.binDir, CNIConfDir: o.confDir, PluginPath: o.plugin, ServiceProxy: o.serviceProxy, HealthzAddr: o.healthz}); err != nil {
 		fmt.Fprintln(os.Stderr, "sluice-agent:", err)
 		os.Exit(1)
 	}

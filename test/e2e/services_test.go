@@ -297,6 +297,32 @@ spec:
 		}
 	})
 
+	t.Run("kube-proxy's node health check on port 10256", func(t *testing.T) {
+		get := func(n, path string) (string, string) {
+			out, _ := e.sh("exec", "external", "--", "curl", "-s", "-w", "\n%{http_code}", "--max-time", "2", "http://"+node(n)+":10256"+path)
+			body, code, _ := strings.Cut(strings.TrimSpace(out), "\n")
+			return code, body
+		}
+		for _, n := range e.cfg.NodeNames() {
+			if code, body := get(n, "/healthz"); code != "200" || !strings.Contains(body, `"nodeEligible": true`) || strings.Contains(body, `"lastUpdated": ""`) {
+				t.Errorf("%s /healthz: %s %s, want 200, eligible, a last update", n, code, body)
+			}
+		}
+		// A node the cluster autoscaler is removing stops taking load-balancer
+		// traffic; its proxy is still alive.
+		e.kubectl(t, "taint", "node", "node2", "ToBeDeletedByClusterAutoscaler=1:NoSchedule")
+		defer e.sh("kubectl", "--", "taint", "node", "node2", "ToBeDeletedByClusterAutoscaler-")
+		eventually(t, 10*time.Second, "node2 /healthz 503", func() error {
+			if code, body := get("node2", "/healthz"); code != "503" || !strings.Contains(body, `"nodeEligible": false`) {
+				return fmt.Errorf("%s %s", code, body)
+			}
+			return nil
+		})
+		if code, body := get("node2", "/livez"); code != "200" {
+			t.Errorf("node2 /livez while tainted: %s %s, want 200", code, body)
+		}
+	})
+
 	t.Run("internalTrafficPolicy Local", func(t *testing.T) {
 		itp := e.clusterIP(t, ns, "itp")
 		names, _, errs := answered(e.probes(t, ns+"/c1", "tcp", itp+":80", 10))

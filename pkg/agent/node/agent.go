@@ -45,7 +45,10 @@ type Config struct {
 	// ServiceProxy overrides ClusterNetwork spec.serviceProxy when set:
 	// Sluice (the agent load-balances Services) or External (kube-proxy does).
 	ServiceProxy string
-	Log          *slog.Logger
+	// HealthzAddr is where the running service proxy answers kube-proxy's
+	// /healthz and /livez ("0.0.0.0:10256"); "" serves nothing.
+	HealthzAddr string
+	Log         *slog.Logger
 }
 
 // Agent runs the pod network of one node.

@@ -2,9 +2,13 @@ package node
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net"
+	"net/http"
 	"net/netip"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -117,9 +121,16 @@ func (a *Agent) startServiceProxy(parent context.Context) error {
 			p.SliceChanged(es)
 		}
 	}
+	var eligible atomic.Bool
+	eligible.Store(true)
 	nodeHandler := func(obj any) {
 		if n, ok := workers.Object[*corev1.Node](obj); ok && n.Name == a.NodeName {
 			p.SetNode(a.nodeInfo(n))
+			var taints []string
+			for _, t := range n.Spec.Taints {
+				taints = append(taints, t.Key)
+			}
+			eligible.Store(proxy.NodeEligible(n.DeletionTimestamp != nil, taints))
 		}
 	}
 	for _, h := range []struct {
@@ -133,6 +144,9 @@ func (a *Agent) startServiceProxy(parent context.Context) error {
 			cancel()
 			return err
 		}
+	}
+	if a.HealthzAddr != "" {
+		a.serveProxyHealth(ctx, &proxy.ProxyHealth{Sync: p.SyncHealth, Eligible: eligible.Load})
 	}
 	start := time.Now()
 	f.Start(ctx.Done())
@@ -157,6 +171,27 @@ func (a *Agent) startServiceProxy(parent context.Context) error {
 	}()
 	a.services = serviceProxy{cancel: cancel, done: done, health: health}
 	return nil
+}
+
+// serveProxyHealth answers kube-proxy's node health checks on HealthzAddr
+// until ctx ends. A port already taken (kube-proxy still running) is
+// logged, not fatal: load-balancing does not depend on it.
+func (a *Agent) serveProxyHealth(ctx context.Context, h http.Handler) {
+	ln, err := net.Listen("tcp", a.HealthzAddr)
+	if err != nil {
+		a.Log.Warn("service proxy: cannot serve /healthz", "addr", a.HealthzAddr, "err", err)
+		return
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		<-ctx.Done()
+		srv.Close()
+	}()
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			a.Log.Warn("service proxy: /healthz server stopped", "err", err)
+		}
+	}()
 }
 
 // nodeInfo is the node the proxy serves: node ports on the HostSubnet's

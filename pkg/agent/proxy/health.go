@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -80,4 +81,46 @@ func (h *HealthServer) handler(port uint16) http.Handler {
 		}
 		fmt.Fprintf(w, `{"localEndpoints": %d, "serviceProxyHealthy": true}`+"\n", n)
 	})
+}
+
+// ProxyHealth answers the node-wide health checks kube-proxy serves on its
+// healthz address (port 10256), which load balancers of Services with
+// externalTrafficPolicy Cluster probe: /livez is 200 while every change is
+// programmed within HealthTimeout; /healthz also needs the node to be
+// eligible for traffic (not being deleted, not tainted for removal by the
+// cluster autoscaler). The JSON body carries kube-proxy's field names.
+type ProxyHealth struct {
+	Sync     func(now time.Time) (healthy bool, lastSynced time.Time) // Proxier.SyncHealth
+	Eligible func() bool                                              // nil: always
+	Now      func() time.Time                                         // nil: time.Now
+}
+
+func (h *ProxyHealth) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path != "/healthz" && r.URL.Path != "/livez" {
+		http.NotFound(w, r)
+		return
+	}
+	now := time.Now()
+	if h.Now != nil {
+		now = h.Now()
+	}
+	healthy, last := h.Sync(now)
+	eligible := h.Eligible == nil || h.Eligible()
+	ok := healthy && (eligible || r.URL.Path == "/livez")
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	if !ok {
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}
+	lastUpdated := ""
+	if !last.IsZero() {
+		lastUpdated = last.UTC().Format(time.RFC3339Nano)
+	}
+	fmt.Fprintf(w, `{"lastUpdated": %q, "currentTime": %q, "nodeEligible": %t}`+"\n", lastUpdated, now.UTC().Format(time.RFC3339Nano), eligible)
+}
+
+// NodeEligible: the node may receive load-balancer traffic (kube-proxy's
+// rule): it is not being deleted and not tainted ToBeDeletedByClusterAutoscaler.
+func NodeEligible(deleting bool, taints []string) bool {
+	return !deleting && !slices.Contains(taints, "ToBeDeletedByClusterAutoscaler")
 }

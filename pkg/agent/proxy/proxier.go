@@ -86,6 +86,30 @@ type Proxier struct {
 	conflicted map[types.NamespacedName]bool
 	listed     bool // the table has been listed once (after a start)
 	syncs      Stats
+
+	// pendingSince is when the oldest change not yet programmed arrived
+	// (zero: none); lastSynced when a sync last succeeded. /healthz.
+	pendingSince time.Time
+	lastSynced   time.Time
+}
+
+// HealthTimeout: a change still not programmed after this long makes the
+// proxy unhealthy (kube-proxy's /healthz uses twice its sync period).
+const HealthTimeout = 60 * time.Second
+
+// SyncHealth reports whether every change is programmed or has waited less
+// than HealthTimeout at now, and when a sync last succeeded.
+func (p *Proxier) SyncHealth(now time.Time) (healthy bool, lastSynced time.Time) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.pendingSince.IsZero() || now.Sub(p.pendingSince) < HealthTimeout, p.lastSynced
+}
+
+// pending records that something waits to be programmed; p.mu held.
+func (p *Proxier) pending(t time.Time) {
+	if p.pendingSince.IsZero() || t.Before(p.pendingSince) {
+		p.pendingSince = t
+	}
 }
 
 // Stats counts syncs, for logs and tests.
@@ -103,7 +127,7 @@ type destination struct {
 // NewProxier returns a proxier for node that starts with a full sync.
 func NewProxier(nft knftables.Interface, services corelisters.ServiceLister, slicesIdx cache.Indexer, node NodeInfo, log *slog.Logger) *Proxier {
 	return &Proxier{NFT: nft, Services: services, Slices: slicesIdx, Log: log, node: node,
-		dirty: map[types.NamespacedName]bool{}, needFull: true, kick: make(chan struct{}, 1)}
+		dirty: map[types.NamespacedName]bool{}, needFull: true, kick: make(chan struct{}, 1), pendingSince: time.Now()}
 }
 
 // ServiceChanged marks a service for the next sync.
@@ -124,6 +148,7 @@ func (p *Proxier) SetNode(n NodeInfo) {
 	changed := n.Name != p.node.Name || n.Zone != p.node.Zone || !slices.Equal(n.IPs, p.node.IPs)
 	if changed {
 		p.node, p.needFull = n, true
+		p.pending(time.Now())
 	}
 	p.mu.Unlock()
 	if changed {
@@ -134,6 +159,7 @@ func (p *Proxier) SetNode(n NodeInfo) {
 func (p *Proxier) mark(k types.NamespacedName) {
 	p.mu.Lock()
 	p.dirty[k] = true
+	p.pending(time.Now())
 	p.mu.Unlock()
 	p.request()
 }
@@ -191,6 +217,8 @@ func (p *Proxier) Sync(ctx context.Context) error {
 	p.dirty = map[types.NamespacedName]bool{}
 	full := p.needFull
 	node := p.node
+	waiting := p.pendingSince
+	p.pendingSince = time.Time{}
 	p.mu.Unlock()
 
 	start := time.Now()
@@ -207,8 +235,13 @@ func (p *Proxier) Sync(ctx context.Context) error {
 	if err != nil {
 		p.needFull = true
 		p.syncs.Failed++
+		if waiting.IsZero() {
+			waiting = start
+		}
+		p.pending(waiting)
 		return err
 	}
+	p.lastSynced = time.Now()
 	if full {
 		p.syncs.Full++
 	} else {

@@ -5,9 +5,12 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net/http/httptest"
 	"net/netip"
 	"slices"
+	"strings"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -239,4 +242,68 @@ func TestProxierPrunesLeftoversAfterRestart(t *testing.T) {
 	e.p = NewProxier(e.nft, corelisters.NewServiceLister(e.svcs), e.slices, node, e.p.Log)
 	e.sync()
 	e.check("after restart")
+}
+
+// The proxy is healthy while every change gets programmed in time: a
+// pending change turns it unhealthy only after HealthTimeout, a failed
+// sync keeps the change pending, a successful one clears it. The HTTP
+// handler maps that (and the node's eligibility) to kube-proxy's codes.
+func TestSyncHealth(t *testing.T) {
+	e := newProxierEnv(t)
+	ctx := context.Background()
+	now := time.Now()
+	if ok, _ := e.p.SyncHealth(now); !ok {
+		t.Fatal("unhealthy before the first sync had a chance")
+	}
+	if ok, _ := e.p.SyncHealth(now.Add(HealthTimeout + time.Second)); ok {
+		t.Fatal("healthy though the first sync never ran")
+	}
+	if err := e.p.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ok, last := e.p.SyncHealth(time.Now().Add(24 * time.Hour))
+	if !ok || last.IsZero() {
+		t.Fatalf("after a sync with nothing pending: healthy %v, last %v", ok, last)
+	}
+	e.setService(svc("web"))
+	e.nft.failNext = true
+	if err := e.p.Sync(ctx); err == nil {
+		t.Fatal("injected failure not returned")
+	}
+	if ok, _ := e.p.SyncHealth(time.Now().Add(HealthTimeout + time.Second)); ok {
+		t.Fatal("healthy though the change failed to program for longer than HealthTimeout")
+	}
+	if err := e.p.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if ok, last2 := e.p.SyncHealth(time.Now().Add(HealthTimeout + time.Second)); !ok || !last2.After(last) {
+		t.Fatalf("after the retry succeeded: healthy %v, last %v (before %v)", ok, last2, last)
+	}
+
+	for _, tc := range []struct {
+		path            string
+		healthy, elig   bool
+		code            int
+		bodyHasEligible string
+	}{
+		{"/healthz", true, true, 200, `"nodeEligible": true`},
+		{"/healthz", true, false, 503, `"nodeEligible": false`},
+		{"/healthz", false, true, 503, `"nodeEligible": true`},
+		{"/livez", true, false, 200, `"nodeEligible": false`},
+		{"/livez", false, true, 503, ""},
+		{"/other", true, true, 404, ""},
+	} {
+		h := &ProxyHealth{
+			Sync:     func(time.Time) (bool, time.Time) { return tc.healthy, time.Unix(0, 0) },
+			Eligible: func() bool { return tc.elig },
+		}
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest("GET", tc.path, nil))
+		if rec.Code != tc.code || !strings.Contains(rec.Body.String(), tc.bodyHasEligible) {
+			t.Errorf("%s healthy=%v eligible=%v: %d %s, want %d with %s", tc.path, tc.healthy, tc.elig, rec.Code, rec.Body, tc.code, tc.bodyHasEligible)
+		}
+	}
+	if NodeEligible(false, []string{"node.kubernetes.io/unschedulable"}) != true || NodeEligible(true, nil) || NodeEligible(false, []string{"ToBeDeletedByClusterAutoscaler"}) {
+		t.Error("NodeEligible")
+	}
 }
