@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"reflect"
 	"slices"
+	"strings"
 
 	"sigs.k8s.io/knftables"
 )
@@ -58,8 +59,25 @@ func RenderPartial(tx *knftables.Transaction, prev, next State) {
 		}
 		oldChains, oldSets := Objects(State{Services: []ServicePort{*o}})
 		newChains, newSets := Objects(State{Services: []ServicePort{*sp}})
+		// Elements that are the same before and after stay: most changes
+		// move endpoints only, so the dispatch element in service-ips (a
+		// verdict, which makes the kernel re-check the chains it can reach)
+		// is not rewritten.
+		rec := &recorder{}
+		renderService(rec, sp, next.NodeIPs)
+		same := map[string]bool{}
+		for _, obj := range rec.added {
+			if e, ok := obj.(*knftables.Element); ok {
+				same[elementID(e)] = true
+			}
+		}
+		kept := map[string]bool{}
 		for _, e := range elements(o, prev.NodeIPs) {
-			tx.Delete(e)
+			if id := elementID(e); same[id] {
+				kept[id] = true
+			} else {
+				tx.Delete(e)
+			}
 		}
 		for _, c := range oldChains {
 			tx.Flush(&knftables.Chain{Name: c})
@@ -71,7 +89,7 @@ func RenderPartial(tx *knftables.Transaction, prev, next State) {
 				tx.Delete(&knftables.Set{Name: s})
 			}
 		}
-		renderService(tx, sp, next.NodeIPs)
+		rec.replay(tx, kept)
 		for _, c := range oldChains {
 			if !slices.Contains(newChains, c) {
 				tx.Delete(&knftables.Chain{Name: c})
@@ -136,7 +154,44 @@ type writer interface {
 
 var _ writer = &knftables.Transaction{}
 
-type recorder struct{ added []knftables.Object }
+// recorder keeps what renderService writes, in order, to filter and replay.
+type recorder struct {
+	added []knftables.Object
+	ops   []recorded
+}
 
-func (r *recorder) Add(o knftables.Object) { r.added = append(r.added, o) }
-func (r *recorder) Flush(knftables.Object) {}
+type recorded struct {
+	flush bool
+	obj   knftables.Object
+}
+
+func (r *recorder) Add(o knftables.Object) {
+	r.added = append(r.added, o)
+	r.ops = append(r.ops, recorded{obj: o})
+}
+
+func (r *recorder) Flush(o knftables.Object) { r.ops = append(r.ops, recorded{flush: true, obj: o}) }
+
+// replay writes the recorded operations into tx, except the elements
+// whose elementID is in skip (they are in the table already).
+func (r *recorder) replay(tx writer, skip map[string]bool) {
+	for _, op := range r.ops {
+		switch e, isElem := op.obj.(*knftables.Element); {
+		case op.flush:
+			tx.Flush(op.obj)
+		case isElem && skip[elementID(e)]:
+		default:
+			tx.Add(op.obj)
+		}
+	}
+}
+
+// elementID identifies an element with its container, key, value and
+// comment: equal IDs are interchangeable in the table.
+func elementID(e *knftables.Element) string {
+	c := ""
+	if e.Comment != nil {
+		c = *e.Comment
+	}
+	return strings.Join([]string{e.Set, e.Map, strings.Join(e.Key, " . "), strings.Join(e.Value, " . "), c}, "\x00")
+}

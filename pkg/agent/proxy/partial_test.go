@@ -40,6 +40,12 @@ func TestRenderPartialEqualsFull(t *testing.T) {
 			}
 			return true
 		}), []string{"web"}},
+		{"endpoint moved: the dispatch element stays", mutate(base, func(sp *ServicePort) bool {
+			if sp.Name.Name == "web" {
+				sp.Cluster[1].IP = netip.MustParseAddr("10.128.3.9")
+			}
+			return true
+		}), []string{"web"}},
 		{"endpoint added, affinity kept", mutate(base, func(sp *ServicePort) bool {
 			if sp.Name.Name == "sticky" {
 				sp.Cluster = append(sp.Cluster, Endpoint{IP: netip.MustParseAddr("10.128.2.2"), Port: 8080, Ready: true, Serving: true})
@@ -113,6 +119,16 @@ func TestRenderPartialEqualsFull(t *testing.T) {
 			}
 			if got, want := normalize(f.Dump()), normalize(render(t, tc.next).Dump()); got != want {
 				t.Errorf("partial differs from full:\n--- partial\n%s\n--- full\n%s\n--- transaction\n%s", got, want, tx)
+			}
+			if strings.HasPrefix(tc.name, "endpoint moved") {
+				for _, l := range strings.Split(tx.String(), "\n") {
+					if strings.Contains(l, MapServiceIPs+" ") || strings.Contains(l, MapServiceNodePorts+" ") {
+						t.Errorf("an endpoint move rewrote a dispatch element: %s", l)
+					}
+				}
+				if !strings.Contains(tx.String(), "10.128.3.9") {
+					t.Errorf("the moved endpoint is not in the transaction:\n%s", tx)
+				}
 			}
 			if tc.name == "endpoint added, affinity kept" && strings.Contains(tx.String(), "delete set") {
 				t.Errorf("affinity sets of kept endpoints were recreated:\n%s", tx)
