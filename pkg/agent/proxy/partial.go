@@ -33,6 +33,9 @@ func RenderPartial(tx *knftables.Transaction, prev, next State) {
 	seen := map[string]bool{}
 	// Cluster IPs are shared by the ports of a service: one that a touched
 	// port no longer has is deleted only if no port of next still has it.
+	// The Proxier passes only the dirty services as prev and next, always
+	// with all their ports; that suffices because the API server gives a
+	// cluster IP to one Service only.
 	var goneVIPs []netip.Addr
 	addVIPs := func(sp *ServicePort) {
 		for _, vip := range sp.ClusterIPs {
