@@ -89,7 +89,9 @@ func (a *Agent) teardownServiceProxy(ctx context.Context) error {
 
 func (a *Agent) startServiceProxy(parent context.Context) error {
 	ctx, cancel := context.WithCancel(parent)
-	f := kubeinformers.NewSharedInformerFactory(a.Kube, 0)
+	// The caches hold every Service and EndpointSlice of the cluster; their
+	// managedFields are never read here, so they are not kept.
+	f := kubeinformers.NewSharedInformerFactoryWithOptions(a.Kube, 0, kubeinformers.WithTransform(dropManagedFields))
 	nodes := kubeinformers.NewSharedInformerFactoryWithOptions(a.Kube, 0,
 		kubeinformers.WithTweakListOptions(func(o *metav1.ListOptions) {
 			o.FieldSelector = fields.OneTermEqualSelector("metadata.name", a.NodeName).String()
@@ -171,6 +173,15 @@ func (a *Agent) startServiceProxy(parent context.Context) error {
 	}()
 	a.services = serviceProxy{cancel: cancel, done: done, health: health}
 	return nil
+}
+
+// dropManagedFields is an informer transform: objects lose their
+// metadata.managedFields before they are cached.
+func dropManagedFields(obj any) (any, error) {
+	if m, ok := obj.(metav1.Object); ok {
+		m.SetManagedFields(nil)
+	}
+	return obj, nil
 }
 
 // serveProxyHealth answers kube-proxy's node health checks on HealthzAddr
