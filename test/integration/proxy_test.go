@@ -109,7 +109,7 @@ func TestProxierAgainstKernel(t *testing.T) {
 		for _, want := range []string{`172.30.0.10 . tcp . 80 comment "ns/web:http/tcp" : goto pick-masq-tcp-3`,
 			"172.30.0.10 . 80 . 2 : 10.128.4.2 . 8080", "dnat ip to ip daddr . tcp dport . numgen random mod 3 map @service-endpoints-tcp",
 			"172.30.0.12 . tcp . 80", "update @affinity-",
-			"elements = { 172.30.0.10, 172.30.0.11,", // cluster-ips
+			"elements = { 172.30.0.10, 172.30.0.11,",                                            // cluster-ips
 			"198.51.100.20 . tcp . 80 . 10.0.0.0/8", "198.51.100.20 . tcp . 80 . 198.51.100.20", // the node is in a range: the LB address admitted
 			"ip daddr . meta l4proto . th dport . ip saddr != @firewall-allow counter packets 0 bytes 0 drop"} {
 			if !strings.Contains(table(), want) {
