@@ -128,11 +128,7 @@ func (a *Agent) startServiceProxy(parent context.Context) error {
 	nodeHandler := func(obj any) {
 		if n, ok := workers.Object[*corev1.Node](obj); ok && n.Name == a.NodeName {
 			p.SetNode(a.nodeInfo(n))
-			var taints []string
-			for _, t := range n.Spec.Taints {
-				taints = append(taints, t.Key)
-			}
-			eligible.Store(proxy.NodeEligible(n.DeletionTimestamp != nil, taints))
+			eligible.Store(proxy.NodeEligible(n))
 		}
 	}
 	for _, h := range []struct {

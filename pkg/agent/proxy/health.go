@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	corev1 "k8s.io/api/core/v1"
 )
 
 // HealthServer answers load balancers' health checks for Services with
@@ -92,7 +94,6 @@ func (h *HealthServer) handler(port uint16) http.Handler {
 type ProxyHealth struct {
 	Sync     func(now time.Time) (healthy bool, lastSynced time.Time) // Proxier.SyncHealth
 	Eligible func() bool                                              // nil: always
-	Now      func() time.Time                                         // nil: time.Now
 }
 
 func (h *ProxyHealth) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -101,9 +102,6 @@ func (h *ProxyHealth) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	now := time.Now()
-	if h.Now != nil {
-		now = h.Now()
-	}
 	healthy, last := h.Sync(now)
 	eligible := h.Eligible == nil || h.Eligible()
 	ok := healthy && (eligible || r.URL.Path == "/livez")
@@ -121,6 +119,7 @@ func (h *ProxyHealth) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // NodeEligible: the node may receive load-balancer traffic (kube-proxy's
 // rule): it is not being deleted and not tainted ToBeDeletedByClusterAutoscaler.
-func NodeEligible(deleting bool, taints []string) bool {
-	return !deleting && !slices.Contains(taints, "ToBeDeletedByClusterAutoscaler")
+func NodeEligible(n *corev1.Node) bool {
+	return n.DeletionTimestamp == nil &&
+		!slices.ContainsFunc(n.Spec.Taints, func(t corev1.Taint) bool { return t.Key == "ToBeDeletedByClusterAutoscaler" })
 }

@@ -69,10 +69,8 @@ func RenderPartial(tx *knftables.Transaction, prev, next State) {
 		rec := &recorder{}
 		renderService(rec, sp, next.NodeIPs)
 		same := map[string]bool{}
-		for _, obj := range rec.added {
-			if e, ok := obj.(*knftables.Element); ok {
-				same[elementID(e)] = true
-			}
+		for _, e := range rec.elements() {
+			same[elementID(e)] = true
 		}
 		kept := map[string]bool{}
 		for _, e := range elements(o, prev.NodeIPs) {
@@ -141,8 +139,8 @@ func elements(sp *ServicePort, nodeIPs []netip.Addr) []*knftables.Element {
 	rec := &recorder{}
 	renderService(rec, sp, nodeIPs)
 	var out []*knftables.Element
-	for _, obj := range rec.added {
-		if e, ok := obj.(*knftables.Element); ok && (e.Map != "" || e.Set == SetFirewallIPs || e.Set == SetFirewallAllow) {
+	for _, e := range rec.elements() {
+		if e.Map != "" || e.Set == SetFirewallIPs || e.Set == SetFirewallAllow {
 			out = append(out, e)
 		}
 	}
@@ -158,22 +156,27 @@ type writer interface {
 var _ writer = &knftables.Transaction{}
 
 // recorder keeps what renderService writes, in order, to filter and replay.
-type recorder struct {
-	added []knftables.Object
-	ops   []recorded
-}
+type recorder struct{ ops []recorded }
 
 type recorded struct {
 	flush bool
 	obj   knftables.Object
 }
 
-func (r *recorder) Add(o knftables.Object) {
-	r.added = append(r.added, o)
-	r.ops = append(r.ops, recorded{obj: o})
-}
+func (r *recorder) Add(o knftables.Object) { r.ops = append(r.ops, recorded{obj: o}) }
 
 func (r *recorder) Flush(o knftables.Object) { r.ops = append(r.ops, recorded{flush: true, obj: o}) }
+
+// elements are the added elements, in order.
+func (r *recorder) elements() []*knftables.Element {
+	var out []*knftables.Element
+	for _, op := range r.ops {
+		if e, ok := op.obj.(*knftables.Element); ok && !op.flush {
+			out = append(out, e)
+		}
+	}
+	return out
+}
 
 // replay writes the recorded operations into tx, except the elements
 // whose elementID is in skip (they are in the table already).

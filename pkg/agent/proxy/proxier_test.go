@@ -14,6 +14,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/knftables"
@@ -303,7 +304,11 @@ func TestSyncHealth(t *testing.T) {
 			t.Errorf("%s healthy=%v eligible=%v: %d %s, want %d with %s", tc.path, tc.healthy, tc.elig, rec.Code, rec.Body, tc.code, tc.bodyHasEligible)
 		}
 	}
-	if NodeEligible(false, []string{"node.kubernetes.io/unschedulable"}) != true || NodeEligible(true, nil) || NodeEligible(false, []string{"ToBeDeletedByClusterAutoscaler"}) {
+	taint := func(key string) *corev1.Node {
+		return &corev1.Node{Spec: corev1.NodeSpec{Taints: []corev1.Taint{{Key: key, Effect: corev1.TaintEffectNoSchedule}}}}
+	}
+	deleting := &corev1.Node{ObjectMeta: metav1.ObjectMeta{DeletionTimestamp: &metav1.Time{Time: time.Now()}}}
+	if NodeEligible(taint("node.kubernetes.io/unschedulable")) != true || NodeEligible(deleting) || NodeEligible(taint("ToBeDeletedByClusterAutoscaler")) {
 		t.Error("NodeEligible")
 	}
 }

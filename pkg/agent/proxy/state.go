@@ -272,13 +272,13 @@ func sourceRanges(svc *corev1.Service, bad func(string, ...any)) (bool, []netip.
 		field, raw = "annotation "+AnnotationSourceRanges, strings.Split(svc.Annotations[AnnotationSourceRanges], ",")
 	}
 	var out []netip.Prefix
-	any_ := false
+	given := false
 	for _, s := range raw {
 		s = strings.TrimSpace(s)
 		if s == "" {
 			continue
 		}
-		any_ = true
+		given = true
 		p, err := netip.ParsePrefix(s)
 		if err != nil {
 			bad("%s: %q is not a CIDR (the range admits nobody)", field, s)
@@ -291,7 +291,7 @@ func sourceRanges(svc *corev1.Service, bad func(string, ...any)) (bool, []netip.
 	slices.SortFunc(out, func(a, b netip.Prefix) int {
 		return cmp.Or(a.Addr().Compare(b.Addr()), cmp.Compare(a.Bits(), b.Bits()))
 	})
-	return any_, slices.Compact(out)
+	return given, slices.Compact(out)
 }
 
 func buildService(svc *corev1.Service, eps []*discoveryv1.EndpointSlice, node NodeInfo) ([]ServicePort, []error) {
