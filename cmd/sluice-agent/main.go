@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -47,6 +48,12 @@ func main() {
 	default:
 		fmt.Fprintf(os.Stderr, "sluice-agent: --service-proxy %q: want %s or %s\n", o.serviceProxy, v1alpha1.ServiceProxySluice, v1alpha1.ServiceProxyExternal)
 		os.Exit(2)
+	}
+	if o.healthz != "" {
+		if _, _, err := net.SplitHostPort(o.healthz); err != nil {
+			fmt.Fprintf(os.Stderr, "sluice-agent: --healthz-bind-address %q: %v (want host:port, or empty for none)\n", o.healthz, err)
+			os.Exit(2)
+		}
 	}
 	if err := run(o.kubeconfig, o.servicesOnly, node.Config{NodeName: o.node, StateDir: o.stateDir, CNISocket: o.socket,
 		CNIBinDir: o.binDir, CNIConfDir: o.confDir, PluginPath: o.plugin, ServiceProxy: o.serviceProxy, HealthzAddr: o.healthz}); err != nil {
