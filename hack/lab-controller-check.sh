@@ -6,7 +6,7 @@
 #   hack/lab-controller-check.sh /tmp/ctl-lab [path/to/sluice-lab] [path/to/sluice-controller]
 #   sluice-lab down --state-dir /tmp/ctl-lab
 #
-# It applies deploy/crds and deploy/rbac, checks that bad ClusterNetworks are rejected with
+# It applies the CRDs (deploy/helm/sluice/crds), checks that bad ClusterNetworks are rejected with
 # the expected messages, applies a ClusterNetwork, runs two sluice-controller replicas on the
 # host with the lab's kubeconfig, and checks one leader, a HostSubnet per node, the status,
 # a failover that keeps every allocation, and that a deleted node's subnet is freed.
@@ -26,9 +26,8 @@ cleanup() {
 trap cleanup EXIT
 fail() { echo "FAIL: $*" >&2; exit 1; }
 
-K apply --server-side -f "${ROOT}/deploy/crds"
-K wait --for=condition=Established --timeout=60s -f "${ROOT}/deploy/crds"
-K apply --server-side -f "${ROOT}/deploy/rbac"
+K apply --server-side -f "${ROOT}/deploy/helm/sluice/crds"
+K wait --for=condition=Established --timeout=60s -f "${ROOT}/deploy/helm/sluice/crds"
 
 cn() { printf 'apiVersion: sluice.dev/v1alpha1\nkind: ClusterNetwork\nmetadata: {name: %s}\nspec:\n%s\n' "$1" "$2"; }
 reject() { # name spec want

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net"
 	"os"
 	"time"
 )
@@ -24,6 +25,8 @@ type options struct {
 
 	workers int
 	resync  time.Duration
+
+	healthBindAddress string
 }
 
 func newOptions() *options {
@@ -48,6 +51,7 @@ func (o *options) addFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&o.retryPeriod, "leader-elect-retry-period", o.retryPeriod, "interval between attempts to acquire or renew the lease")
 	fs.StringVar(&o.id, "id", o.id, "this replica's identity in the Lease (default hostname_pid)")
 	fs.IntVar(&o.workers, "workers", o.workers, "reconcile workers (allocation itself is serialised)")
+	fs.StringVar(&o.healthBindAddress, "health-bind-address", o.healthBindAddress, "host:port for /healthz (alive; the leader's lease renewed) and /readyz (leading with caches synced, or standing by); empty: none")
 	fs.DurationVar(&o.resync, "resync", o.resync, "informer resync period: how often everything is reconciled even without events")
 }
 
@@ -78,6 +82,11 @@ func (o *options) validate() error {
 	}
 	if o.workers < 1 {
 		errs = append(errs, fmt.Errorf("--workers %d: want at least 1", o.workers))
+	}
+	if o.healthBindAddress != "" {
+		if _, _, err := net.SplitHostPort(o.healthBindAddress); err != nil {
+			errs = append(errs, fmt.Errorf("--health-bind-address %q: %v (want host:port, or empty for none)", o.healthBindAddress, err))
+		}
 	}
 	if o.resync < 0 {
 		errs = append(errs, fmt.Errorf("--resync %v: want 0 (never) or more", o.resync))

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -25,6 +26,7 @@ import (
 	sluiceinformers "github.com/sluice-net/sluice/pkg/client/informers/externalversions"
 	"github.com/sluice-net/sluice/pkg/controller/hostsubnet"
 	"github.com/sluice-net/sluice/pkg/controller/netnamespace"
+	"github.com/sluice-net/sluice/pkg/health"
 )
 
 // run connects to the API server and runs the controllers until ctx ends: at once without
@@ -55,6 +57,19 @@ func run(ctx context.Context, o *options) error {
 	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: kube.CoreV1().Events("")})
 	recorder := broadcaster.NewRecorder(eventScheme(), corev1.EventSource{Component: "sluice-controller", Host: o.id})
 
+	// Health: alive while the process runs and, when leading, renews its lease; ready once it
+	// leads with its caches synced, or knows another replica leads.
+	var hs health.Server
+	ready := health.NewFlag("not leading and no leader seen yet")
+	hs.Ready.Set("election", ready.Check)
+	watchdog := leaderelection.NewLeaderHealthzAdaptor(20 * time.Second)
+	hs.Live.Set("leader-election", func() error { return watchdog.Check(nil) })
+	if o.healthBindAddress != "" {
+		if err := hs.Serve(ctx, o.healthBindAddress); err != nil {
+			return err
+		}
+	}
+
 	controllers := func(ctx context.Context) error {
 		kubeInf := kubeinformers.NewSharedInformerFactory(kube, o.resync)
 		sluiceInf := sluiceinformers.NewSharedInformerFactory(sluice, o.resync)
@@ -77,6 +92,10 @@ func run(ctx context.Context, o *options) error {
 		}
 		kubeInf.Start(ctx.Done())
 		sluiceInf.Start(ctx.Done())
+		ready.Set(errors.New("leading; informer caches not synced yet"))
+		kubeInf.WaitForCacheSync(ctx.Done())
+		sluiceInf.WaitForCacheSync(ctx.Done())
+		ready.Set(nil)
 		// Both run until ctx ends (the term is over); if one fails, the other is stopped
 		// too, so that the replica gives up the lease rather than lead half-working.
 		ctx, stop := context.WithCancel(ctx)
@@ -92,6 +111,7 @@ func run(ctx context.Context, o *options) error {
 
 	if !o.leaderElect {
 		logger.Info("Starting without leader election")
+		ready.Set(errors.New("informer caches not synced yet"))
 		return controllers(ctx)
 	}
 
@@ -104,7 +124,7 @@ func run(ctx context.Context, o *options) error {
 	// election again: the process stays up (a lab runs it without a supervisor), and a
 	// stale leader never works beside a new one longer than its workers take to stop.
 	for term := 1; ctx.Err() == nil; term++ {
-		if err := lead(ctx, o, lock, controllers, term); err != nil {
+		if err := lead(ctx, o, lock, controllers, term, watchdog, ready); err != nil {
 			return err
 		}
 	}
@@ -114,7 +134,8 @@ func run(ctx context.Context, o *options) error {
 // lead stands for election once and, if this replica wins, runs the controllers until it
 // stops leading. The controllers run here, not in the elector's callback goroutine, so that
 // lead returns only after they have stopped.
-func lead(ctx context.Context, o *options, lock resourcelock.Interface, controllers func(context.Context) error, term int) error {
+func lead(ctx context.Context, o *options, lock resourcelock.Interface, controllers func(context.Context) error, term int,
+	watchdog *leaderelection.HealthzAdaptor, ready *health.Flag) error {
 	logger := klog.FromContext(ctx)
 	lease := o.leaderElectNamespace + "/" + LeaseName
 	termCtx, endTerm := context.WithCancel(ctx)
@@ -127,11 +148,16 @@ func lead(ctx context.Context, o *options, lock resourcelock.Interface, controll
 		RetryPeriod:     o.retryPeriod,
 		ReleaseOnCancel: true,
 		Name:            LeaseName,
+		WatchDog:        watchdog,
 		Callbacks: leaderelection.LeaderCallbacks{
 			OnStartedLeading: func(leadCtx context.Context) { leading <- leadCtx },
-			OnStoppedLeading: func() { logger.Info("Not leading", "lease", lease) },
+			OnStoppedLeading: func() {
+				logger.Info("Not leading", "lease", lease)
+				ready.Set(errors.New("stopped leading; standing for election again"))
+			},
 			OnNewLeader: func(identity string) {
 				if identity != o.id {
+					ready.Set(nil) // standing by behind a leader that is known
 					logger.Info("Another replica leads", "lease", lease, "leader", identity)
 				}
 			},

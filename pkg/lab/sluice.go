@@ -185,7 +185,7 @@ func (l *Lab) installSluice(ctx context.Context, kubectl string) error {
 		}
 	}
 	var rbac []byte
-	for _, b := range deploy.RBAC() {
+	for _, b := range deploy.ClusterRoles() {
 		rbac = append(append(rbac, b...), []byte("\n---\n")...)
 	}
 	rbac = append(rbac, fmt.Sprintf(labBindings, deploy.ControllerClusterRole, deploy.AgentClusterRole)...)

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"slices"
+	"strings"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -206,9 +207,15 @@ func UnderlayFor(ip netip.Addr) (string, int, error) {
 	return "", 0, fmt.Errorf("no interface has the node address %s", ip)
 }
 
-// EnableForwarding turns on IPv4 forwarding in the node's namespace.
+// EnableForwarding turns on IPv4 forwarding in the node's namespace. It writes only when
+// forwarding is off: in an unprivileged container /proc/sys is read-only, and a node that
+// already forwards (as kubeadm requires) needs nothing.
 func EnableForwarding() error {
-	return os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0o644)
+	const p = "/proc/sys/net/ipv4/ip_forward"
+	if b, err := os.ReadFile(p); err == nil && strings.TrimSpace(string(b)) == "1" {
+		return nil
+	}
+	return os.WriteFile(p, []byte("1"), 0o644)
 }
 
 func prefixNet(p netip.Prefix) *net.IPNet {

@@ -19,6 +19,7 @@ import (
 	kubeinformers "k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/record"
 
 	"github.com/sluice-net/sluice/pkg/agent/cniserver"
 	"github.com/sluice-net/sluice/pkg/agent/dataplane"
@@ -28,6 +29,7 @@ import (
 	sluiceclient "github.com/sluice-net/sluice/pkg/client/clientset/versioned"
 	sluiceinformers "github.com/sluice-net/sluice/pkg/client/informers/externalversions"
 	listers "github.com/sluice-net/sluice/pkg/client/listers/sluice/v1alpha1"
+	"github.com/sluice-net/sluice/pkg/health"
 )
 
 // Config is what the agent needs to know about its node.
@@ -49,6 +51,13 @@ type Config struct {
 	// /healthz and /livez ("0.0.0.0:10256"); "" serves nothing.
 	HealthzAddr string
 	Log         *slog.Logger
+	// Health, when set, gets the agent's readiness: "privileges" (what the process lacks)
+	// and "node" (initialised, CNI installed).
+	Health *health.Server
+	// Events, when set, records Node events (a missing privilege).
+	Events record.EventRecorder
+	// Privileges reads what the process may do; nil reads the kernel (ReadPrivileges).
+	Privileges func() (Privileges, error)
 }
 
 // Agent runs the pod network of one node.
@@ -73,6 +82,16 @@ const ConflistName = "10-sluice.conflist"
 // Run blocks until ctx ends.
 func (a *Agent) Run(ctx context.Context) error {
 	log := a.Log
+	initialised := health.NewFlag("waiting for this node's HostSubnet and the ClusterNetwork")
+	if a.Health != nil {
+		a.Health.Ready.Set("node", initialised.Check)
+	}
+	if !a.checkPrivileges() {
+		// Nothing can be done without them, and restarting would not grant them: stay
+		// not Ready, with the reason on the Node and in /readyz, until stopped.
+		<-ctx.Done()
+		return nil
+	}
 	f := sluiceinformers.NewSharedInformerFactory(a.Client, 0)
 	hs := f.Sluice().V1alpha1().HostSubnets()
 	cn := f.Sluice().V1alpha1().ClusterNetworks()
@@ -134,6 +153,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err := a.installCNI(); err != nil {
 		return fmt.Errorf("install the CNI plugin: %w", err)
 	}
+	initialised.Set(nil)
 	log.Info("node initialised", "node", a.NodeName, "subnet", self.Spec.Subnet, "mtu", a.net.MTU, "encapsulation", encapsulation(network))
 
 	tick := time.NewTicker(30 * time.Second) // a periodic level-based resync

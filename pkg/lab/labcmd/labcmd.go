@@ -303,6 +303,7 @@ any failed.`,
 	}
 
 	root.AddCommand(up, down, status, kubeconfig, kubectl, execCmd, probe, matrix, build)
+	root.AddCommand(helmCommand(&stateDir))
 	root.AddCommand(internalCommands(&stateDir)...)
 	return root
 }
