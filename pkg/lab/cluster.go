@@ -59,7 +59,10 @@ func (l *Lab) clusterNotReady(ctx context.Context, cs kubernetes.Interface) stri
 	}
 	ready := map[string]bool{}
 	for _, n := range nodes.Items {
-		ready[n.Name] = nodeReady(&n)
+		// A real node without a pod network is NotReady (its runtime says
+		// NetworkReady=false) until some CNI configuration appears, as on
+		// any cluster: with --pod-network none, registered is enough.
+		ready[n.Name] = nodeReady(&n) || l.C.RealNodes() && l.C.PodNetwork == PodNetworkNone && waitsForNetwork(&n)
 	}
 	for _, n := range l.C.NodeNames() {
 		if !ready[n] {
@@ -73,6 +76,17 @@ func (l *Lab) clusterNotReady(ctx context.Context, cs kubernetes.Interface) stri
 		return err.Error()
 	}
 	return ""
+}
+
+// waitsForNetwork reports whether a node is NotReady only for want of a
+// pod network.
+func waitsForNetwork(n *corev1.Node) bool {
+	for _, c := range n.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			return c.Status == corev1.ConditionFalse && strings.Contains(c.Message, "NetworkReady=false")
+		}
+	}
+	return false
 }
 
 func nodeReady(n *corev1.Node) bool {

@@ -5,6 +5,8 @@ import (
 	"net"
 	"path/filepath"
 	"strconv"
+
+	"github.com/sluice-net/sluice/pkg/lab/kubebuild"
 )
 
 // Component is one long-running process of the lab.
@@ -12,8 +14,15 @@ type Component struct {
 	Name  string   // etcd, kube-apiserver, …, kubelet-node1, external, forwarder
 	Netns string   // namespace it runs in; empty for the host's
 	Argv  []string // program and arguments (without the namespace wrapper)
-	// Health is a URL checked from inside Netns ("" = process alive is enough).
+	// Health is a URL checked from inside Netns ("" = process alive is
+	// enough); unix://PATH is a socket that accepts connections.
 	Health string
+	// MountNSOf names the component whose mount and network namespaces this
+	// one enters (a real node's namespace holder); Netns is then its
+	// network namespace too.
+	MountNSOf string
+	// Env is added to the lab's environment.
+	Env []string
 }
 
 // PKI returns the directory of the lab's certificates.
@@ -62,6 +71,10 @@ func ControlPlaneComponents(c *Config, bin string) []Component {
 			"--service-account-key-file=" + filepath.Join(c.PKI(), "sa.pub"),
 			"--service-account-signing-key-file=" + c.pem("sa", "key"),
 			"--allow-privileged=true",
+			// Logs, exec and port-forward reach a (real) kubelet at the node's
+			// fabric address, checked against the lab CA.
+			"--kubelet-preferred-address-types=InternalIP,Hostname,ExternalIP",
+			"--kubelet-certificate-authority=" + c.pem("ca", "crt"),
 			"--profiling=false",
 			"--v=1",
 		},
@@ -128,6 +141,10 @@ func HostComponents(c *Config, self string) []Component {
 	}
 	for _, n := range c.NodeNames() {
 		m, _ := c.Node(n)
+		if c.RealNodes() {
+			comps = append(comps, realKubelet(c, n, kubebuild.NodeRuntimeDir()))
+			continue
+		}
 		comps = append(comps, Component{
 			Name:  "kubelet-" + n,
 			Netns: m.Netns,

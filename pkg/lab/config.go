@@ -51,6 +51,14 @@ type Config struct {
 	ServiceProxy string `json:"serviceProxy,omitempty"`
 	// SluiceBinDir holds sluice-controller, sluice-agent and sluice-cni.
 	SluiceBinDir string `json:"sluiceBinDir,omitempty"`
+	// Runtime is what runs the nodes' pods: "lab" (the lab kubelet; also
+	// when empty) or "containerd" (kubelet, containerd and runc).
+	Runtime string `json:"runtime,omitempty"`
+	// SandboxImage is the pause image of real nodes ("" = DefaultSandboxImage).
+	SandboxImage string `json:"sandboxImage,omitempty"`
+	// ImageArchives are imported into every real node's containerd by up
+	// (so nodes added later get them too).
+	ImageArchives []string `json:"imageArchives,omitempty"`
 }
 
 // StateDirFrom resolves the state directory from a flag value and the
@@ -113,6 +121,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("podNetwork %q: want %s or %s", c.PodNetwork, PodNetworkSluice, PodNetworkNone)
 	case c.ServiceProxy != "" && c.ServiceProxy != ServiceProxySluice && c.ServiceProxy != ServiceProxyKubeProxyNFTables && c.ServiceProxy != ServiceProxyKubeProxyIPTables:
 		return fmt.Errorf("serviceProxy %q: want %s, %s or %s", c.ServiceProxy, ServiceProxySluice, ServiceProxyKubeProxyNFTables, ServiceProxyKubeProxyIPTables)
+	case ValidRuntime(c.Runtime) != nil:
+		return fmt.Errorf("runtime %q: want %s or %s", c.Runtime, RuntimeLab, RuntimeContainerd)
 	case c.ServiceProxy != "" && c.ServiceProxy != ServiceProxySluice && c.PodNetwork != PodNetworkSluice:
 		return fmt.Errorf("serviceProxy %q needs podNetwork %s (kube-proxy runs beside Sluice's agents)", c.ServiceProxy, PodNetworkSluice)
 	}

@@ -60,6 +60,15 @@ func (l *Lab) PodNetns(pod *corev1.Pod) (string, error) {
 		}
 		return netns.Path(m.Netns), nil
 	}
+	if l.C.RealNodes() {
+		// containerd's namespaces are mounted inside the node only; a
+		// process of the pod leads to the same namespace from anywhere.
+		pid, err := PodPid(string(pod.UID))
+		if err != nil {
+			return "", fmt.Errorf("pod %s/%s has no running sandbox (phase %s): %w", pod.Namespace, pod.Name, pod.Status.Phase, err)
+		}
+		return fmt.Sprintf("/proc/%d/ns/net", pid), nil
+	}
 	name := l.C.PodNetnsPrefix(pod.Spec.NodeName) + string(pod.UID)[:8]
 	if !netns.Exists(name) {
 		return "", fmt.Errorf("pod %s/%s has no network namespace (phase %s): its sandbox is not created", pod.Namespace, pod.Name, pod.Status.Phase)

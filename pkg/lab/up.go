@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -35,6 +36,11 @@ type UpOptions struct {
 	PodNetwork   string
 	ServiceProxy string
 	SluiceBinDir string
+	// Runtime is lab (the default) or containerd (real nodes), for a new lab.
+	Runtime string
+	// ImageArchives are imported into every real node (and remembered, so
+	// nodes added later get them too).
+	ImageArchives []string
 }
 
 // Lab is a lab being operated on.
@@ -83,6 +89,9 @@ func Up(ctx context.Context, o UpOptions, out io.Writer) (*Lab, error) {
 		if o.APIPort != 0 && o.APIPort != c.APIPort {
 			return nil, fmt.Errorf("--api-port %d: the lab at %s uses port %d; remove it first with `sluice-lab down --state-dir %s`", o.APIPort, c.StateDir, c.APIPort, c.StateDir)
 		}
+		if o.Runtime != "" && o.Runtime != c.runtime() {
+			return nil, fmt.Errorf("--runtime %s: the lab at %s runs %s nodes; remove it first with `sluice-lab down --state-dir %s`", o.Runtime, c.StateDir, c.runtime(), c.StateDir)
+		}
 	case errors.Is(err, os.ErrNotExist):
 		c, err = NewConfig(o.StateDir, orDefault(o.Nodes, 3), orDefault(o.APIPort, DefaultAPIPort))
 		if err != nil {
@@ -95,6 +104,7 @@ func Up(ctx context.Context, o UpOptions, out io.Writer) (*Lab, error) {
 		if o.ServiceProxy != "" {
 			c.ServiceProxy = o.ServiceProxy
 		}
+		c.Runtime = o.Runtime
 		c.SluiceBinDir = o.SluiceBinDir
 		if c.SluiceBinDir == "" {
 			self, err := os.Executable()
@@ -113,6 +123,21 @@ func Up(ctx context.Context, o UpOptions, out io.Writer) (*Lab, error) {
 		}
 	default:
 		return nil, err
+	}
+	for _, a := range o.ImageArchives {
+		if !c.RealNodes() {
+			return nil, fmt.Errorf("--image-archive: the lab kubelet runs no images (start a lab with --runtime containerd)")
+		}
+		a, err := filepath.Abs(a)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := os.Stat(a); err != nil {
+			return nil, fmt.Errorf("--image-archive: %w", err)
+		}
+		if !slices.Contains(c.ImageArchives, a) {
+			c.ImageArchives = append(c.ImageArchives, a)
+		}
 	}
 	self, err := os.Executable()
 	if err != nil {
@@ -135,7 +160,13 @@ func (l *Lab) up(ctx context.Context, demo bool) error {
 	if err != nil {
 		return err
 	}
-	if l.allRunning() {
+	nodeBin := ""
+	if c.RealNodes() {
+		if nodeBin, err = kubebuild.EnsureNodeRuntime(ctx, l.Out); err != nil {
+			return err
+		}
+	}
+	if l.allRunning() && (!c.RealNodes() || l.imagesImported()) {
 		healthy, _ := TopologyHealthy(ctx, l.R, c)
 		if healthy {
 			fmt.Fprintf(l.Out, "lab at %s is already running\n", c.StateDir)
@@ -174,7 +205,12 @@ func (l *Lab) up(ctx context.Context, demo bool) error {
 			return err
 		}
 	}
-	for _, comp := range append(SluiceComponents(c), HostComponents(c, l.Self)...) {
+	if c.RealNodes() {
+		if err := l.startRealNodes(ctx, nodeBin); err != nil {
+			return err
+		}
+	}
+	for _, comp := range append(c.inNodeMountNS(SluiceComponents(c)), HostComponents(c, l.Self)...) {
 		if err := l.start(ctx, comp); err != nil {
 			return err
 		}
@@ -201,7 +237,8 @@ func (l *Lab) allRunning() bool {
 
 func (l *Lab) components() []Component {
 	comps := ControlPlaneComponents(l.C, kubebuild.BinDir())
-	comps = append(comps, SluiceComponents(l.C)...)
+	comps = append(comps, NodeRuntimeComponents(l.C, l.Self, kubebuild.NodeRuntimeDir())...)
+	comps = append(comps, l.C.inNodeMountNS(SluiceComponents(l.C))...)
 	return append(comps, HostComponents(l.C, l.Self)...)
 }
 
@@ -247,6 +284,7 @@ func (l *Lab) ensurePKI() error {
 		reqs = append(reqs, pki.Request{Name: "node-" + n, CN: "system:node:" + n, Orgs: []string{"system:nodes"}})
 	}
 	reqs = append(reqs, c.sluiceIdentities()...)
+	reqs = append(reqs, c.kubeletServingRequests()...)
 	for _, r := range reqs {
 		if err := d.Ensure(ca, r); err != nil {
 			return err
@@ -299,11 +337,21 @@ func (l *Lab) start(ctx context.Context, comp Component) error {
 		return nil
 	}
 	argv := comp.Argv
-	if comp.Netns != "" {
+	switch {
+	case comp.MountNSOf != "":
+		holder := proc.Running(l.C.PidFile(comp.MountNSOf))
+		if holder == 0 {
+			return fmt.Errorf("%s: %s, whose namespaces it enters, is not running", comp.Name, comp.MountNSOf)
+		}
+		if err := l.nodeMountsReady(Component{Name: comp.MountNSOf}); err != nil {
+			return fmt.Errorf("%s: %s, whose namespaces it enters, is not ready: %w", comp.Name, comp.MountNSOf, err)
+		}
+		argv = append([]string{"nsenter", "--target=" + strconv.Itoa(holder), "--mount", "--net", "--"}, argv...)
+	case comp.Netns != "":
 		argv = append([]string{l.Self, "nsexec", netns.Path(comp.Netns), "--"}, argv...)
 	}
 	t0 := time.Now()
-	pid, err := proc.Start(proc.Spec{Name: comp.Name, Argv: argv, LogFile: l.C.LogFile(comp.Name), PidFile: pidFile})
+	pid, err := proc.Start(proc.Spec{Name: comp.Name, Argv: argv, Env: comp.Env, LogFile: l.C.LogFile(comp.Name), PidFile: pidFile})
 	if err != nil {
 		return err
 	}
@@ -344,6 +392,14 @@ func (l *Lab) checkHealth(ctx context.Context, comp Component) error {
 		return err
 	case comp.Health == "":
 		return nil
+	case comp.Health == healthNodeMounts:
+		return l.nodeMountsReady(comp)
+	case strings.HasPrefix(comp.Health, "unix://"):
+		c, err := net.DialTimeout("unix", strings.TrimPrefix(comp.Health, "unix://"), time.Second)
+		if err == nil {
+			c.Close()
+		}
+		return err
 	}
 	hc := l.httpClientIn(comp.Netns)
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
@@ -449,6 +505,11 @@ func Down(ctx context.Context, stateDir string, out io.Writer) error {
 		return err
 	}
 	l.stopAll(ctx)
+	if l.C.RealNodes() {
+		for _, err := range l.teardownRealNodes() {
+			fmt.Fprintf(out, "warning: %v\n", err)
+		}
+	}
 	if err := l.deleteNetns(ctx); err != nil {
 		return err
 	}

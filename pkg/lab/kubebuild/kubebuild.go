@@ -175,9 +175,15 @@ func findGo() (string, error) {
 // goBuild runs one `go build -v`, counting the packages it compiles as
 // progress and keeping the tail of its output for the error message.
 func goBuild(ctx context.Context, out io.Writer, gobin, dir, dst, pkg string, start time.Time) error {
-	cmd := exec.CommandContext(ctx, gobin, "build", "-v", "-o", dst, pkg)
+	env := append(os.Environ(), "GOFLAGS=-mod=mod", "GOWORK=off")
+	return runGo(ctx, out, gobin, dir, env, []string{"build", "-v", "-o", dst, pkg}, filepath.Base(dst), start)
+}
+
+// runGo runs the go command with args in dir, reporting progress under name.
+func runGo(ctx context.Context, out io.Writer, gobin, dir string, env, args []string, name string, start time.Time) error {
+	cmd := exec.CommandContext(ctx, gobin, args...)
 	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "GOFLAGS=-mod=mod", "GOWORK=off")
+	cmd.Env = env
 	pr, pw := io.Pipe()
 	cmd.Stdout, cmd.Stderr = pw, pw
 	if err := cmd.Start(); err != nil {
@@ -201,7 +207,7 @@ func goBuild(ctx context.Context, out io.Writer, gobin, dir, dst, pkg string, st
 	defer tick.Stop()
 	werr := make(chan error, 1)
 	go func() { werr <- cmd.Wait(); pw.Close() }()
-	fmt.Fprintf(out, "  %s ...\n", filepath.Base(dst))
+	fmt.Fprintf(out, "  %s ...\n", name)
 	for {
 		select {
 		case err := <-werr:
@@ -209,10 +215,10 @@ func goBuild(ctx context.Context, out io.Writer, gobin, dir, dst, pkg string, st
 			if err != nil {
 				return fmt.Errorf("%w\n%s", err, joinLines(tail))
 			}
-			fmt.Fprintf(out, "  %s done (%s elapsed)\n", filepath.Base(dst), time.Since(start).Round(time.Second))
+			fmt.Fprintf(out, "  %s done (%s elapsed)\n", name, time.Since(start).Round(time.Second))
 			return nil
 		case <-tick.C:
-			fmt.Fprintf(out, "  %s: %d packages compiled, %s elapsed\n", filepath.Base(dst), n.Load(), time.Since(start).Round(time.Second))
+			fmt.Fprintf(out, "  %s: %d packages compiled, %s elapsed\n", name, n.Load(), time.Since(start).Round(time.Second))
 		}
 	}
 }

@@ -74,7 +74,8 @@ that runs pods in network namespaces through CNI.`,
 	// up
 	var nodes, apiPort int
 	var demo bool
-	var podNetwork, serviceProxy, sluiceBinDir string
+	var podNetwork, serviceProxy, sluiceBinDir, runtime string
+	var imageArchives []string
 	up := &cobra.Command{
 		Use:   "up [--nodes N] [--state-dir DIR] [--demo]",
 		Short: "Start the lab (idempotent: resumes a half-started lab, leaves a running one alone)",
@@ -84,7 +85,10 @@ that runs pods in network namespaces through CNI.`,
 			if err != nil {
 				return err
 			}
-			o := lab.UpOptions{StateDir: d, Demo: demo, PodNetwork: podNetwork, ServiceProxy: serviceProxy, SluiceBinDir: sluiceBinDir}
+			o := lab.UpOptions{StateDir: d, Demo: demo, PodNetwork: podNetwork, ServiceProxy: serviceProxy, SluiceBinDir: sluiceBinDir, Runtime: runtime, ImageArchives: imageArchives}
+			if err := lab.ValidRuntime(runtime); err != nil {
+				return err
+			}
 			if cmd.Flags().Changed("nodes") {
 				if nodes < 1 || nodes > lab.MaxNodes {
 					return fmt.Errorf("--nodes %d: want 1 to %d", nodes, lab.MaxNodes)
@@ -110,6 +114,8 @@ that runs pods in network namespaces through CNI.`,
 	up.Flags().BoolVar(&demo, "demo", false, "deploy the demo workload and print its connectivity matrix")
 	up.Flags().StringVar(&podNetwork, "pod-network", "", "sluice (default: Sluice's controller and agents) or none (new lab only)")
 	up.Flags().StringVar(&serviceProxy, "service-proxy", "", "sluice (default: the agents load-balance Services), kube-proxy-nftables or kube-proxy-iptables (new lab only)")
+	up.Flags().StringVar(&runtime, "runtime", "", "lab (default: the lab kubelet, pods are network namespaces) or containerd (real kubelet, containerd and runc on every node; new lab only)")
+	up.Flags().StringSliceVar(&imageArchives, "image-archive", nil, "with --runtime containerd: an image archive (OCI layout or docker save tar) to import into every node's containerd (repeatable; remembered for nodes added later)")
 	up.Flags().StringVar(&sluiceBinDir, "sluice-bin-dir", "", "directory with sluice-controller, sluice-agent, sluice-cni (default: beside sluice-lab)")
 
 	down := &cobra.Command{
@@ -289,21 +295,35 @@ any failed.`,
 	matrix.Flags().DurationVar(&mo.Timeout, "timeout", 2*time.Second, "per-probe timeout")
 	matrix.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 
+	var buildRuntime string
 	build := &cobra.Command{
-		Use:   "build",
+		Use:   "build [--runtime containerd]",
 		Short: "Build (once) the pinned Kubernetes and etcd binaries into the cache",
-		Args:  cobra.NoArgs,
+		Long: `Build (once) the pinned Kubernetes and etcd binaries into the cache. With
+--runtime containerd, also the real nodes' kubelet, containerd and runc.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			d, err := kubebuild.Ensure(cmd.Context(), cmd.OutOrStdout())
-			if err == nil {
+			if err := lab.ValidRuntime(buildRuntime); err != nil {
+				return err
+			}
+			if buildRuntime == lab.RuntimeContainerd {
+				d, err := kubebuild.EnsureNodeRuntime(cmd.Context(), cmd.OutOrStdout())
+				if err != nil {
+					return err
+				}
 				fmt.Fprintln(cmd.OutOrStdout(), d)
 			}
-			return err
+			d, err := kubebuild.Ensure(cmd.Context(), cmd.OutOrStdout())
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), d)
+			return nil
 		},
 	}
+	build.Flags().StringVar(&buildRuntime, "runtime", lab.RuntimeLab, "lab, or containerd to build the real nodes' binaries too")
 
 	root.AddCommand(up, down, status, kubeconfig, kubectl, execCmd, probe, matrix, build)
-	root.AddCommand(helmCommand(&stateDir))
 	root.AddCommand(internalCommands(&stateDir)...)
 	return root
 }
@@ -392,7 +412,20 @@ func internalCommands(stateDir *string) []*cobra.Command {
 	}
 	kl.Flags().StringVar(&node, "node", "", "node name")
 	kl.MarkFlagRequired("node")
-	return []*cobra.Command{nsexec, serve, forward, kl}
+	var binds []string
+	var outerMntns string
+	nodeMounts := &cobra.Command{
+		Use:    "node-mounts --bind SRC:DST…",
+		Short:  "Hold a real node's mount namespace: bind-mount the node's directories and wait",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return lab.NodeMounts(cmd.Context(), outerMntns, binds)
+		},
+	}
+	nodeMounts.Flags().StringArrayVar(&binds, "bind", nil, "SRC:DST to bind-mount")
+	nodeMounts.Flags().StringVar(&outerMntns, "outer-mntns", "", "the mount namespace it must not be in (mnt:[INODE])")
+	return []*cobra.Command{nsexec, serve, forward, kl, nodeMounts}
 }
 
 func runExit(bin string, args []string) error {
