@@ -324,6 +324,7 @@ any failed.`,
 	build.Flags().StringVar(&buildRuntime, "runtime", lab.RuntimeLab, "lab, or containerd to build the real nodes' binaries too")
 
 	root.AddCommand(up, down, status, kubeconfig, kubectl, execCmd, probe, matrix, build)
+	root.AddCommand(helmCommand(&stateDir))
 	root.AddCommand(internalCommands(&stateDir)...)
 	return root
 }
