@@ -175,6 +175,9 @@ imports = []
       bin_dirs = [%[11]s]
       conf_dir = %[12]s
       max_conf_num = 1
+      # containerd brings the pod's lo up itself instead of running the
+      # loopback plugin, which a network's DaemonSet does not install.
+      use_internal_loopback = true
 
   [plugins.'io.containerd.grpc.v1.cri']
     # kubectl exec/attach/port-forward: the kubelet proxies to this server
@@ -520,6 +523,19 @@ func (l *Lab) importMissing(ctx context.Context, bin string) error {
 		}
 	}
 	return nil
+}
+
+// stopContainers stops the real nodes' kubelets (so that nothing restarts
+// a container) and kills every process in the nodes' cgroups.
+func (l *Lab) stopContainers() {
+	for _, n := range l.C.NodeNames() {
+		proc.Stop(l.C.PidFile("kubelet-"+n), 10*time.Second)
+	}
+	for _, n := range l.C.NodeNames() {
+		if err := removeNodeCgroups(l.C.NodeCgroupRoot(n)); err != nil {
+			fmt.Fprintf(l.Out, "warning: %v\n", err)
+		}
+	}
 }
 
 // teardownRealNodes removes what real nodes leave outside their state

@@ -105,6 +105,7 @@ func TestContainerdConfig(t *testing.T) {
 		`SystemdCgroup = false`,
 		`bin_dirs = ["/tmp/x/nodes/node1/cni/bin"]`,
 		`conf_dir = "/tmp/x/nodes/node1/cni/net.d"`,
+		`use_internal_loopback = true`,
 		`stream_server_address = '127.0.0.1'`,
 	} {
 		if !regexp.MustCompile(`(?m)^\s*` + regexp.QuoteMeta(line) + `$`).MatchString(toml) {

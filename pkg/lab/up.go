@@ -504,6 +504,10 @@ func Down(ctx context.Context, stateDir string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if l.C.RealNodes() {
+		// Containers first, while their shims live to reap them.
+		l.stopContainers()
+	}
 	l.stopAll(ctx)
 	if l.C.RealNodes() {
 		for _, err := range l.teardownRealNodes() {
