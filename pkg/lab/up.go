@@ -124,6 +124,11 @@ func Up(ctx context.Context, o UpOptions, out io.Writer) (*Lab, error) {
 	default:
 		return nil, err
 	}
+	if o.Demo && c.RealNodes() {
+		// The demo's pods name no real image: the lab kubelet serves their
+		// ports itself.
+		return nil, errors.New("--demo runs on the lab kubelet only; with --runtime containerd, deploy pods with images imported by --image-archive")
+	}
 	for _, a := range o.ImageArchives {
 		if !c.RealNodes() {
 			return nil, fmt.Errorf("--image-archive: the lab kubelet runs no images (start a lab with --runtime containerd)")
