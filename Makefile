@@ -17,6 +17,7 @@ deps: need-root
 	command -v nft >/dev/null 2>&1 || missing="$$missing nftables"; \
 	command -v iperf3 >/dev/null 2>&1 || missing="$$missing iperf3"; \
 	command -v iptables >/dev/null 2>&1 || missing="$$missing iptables"; \
+	[ -e /usr/include/seccomp.h ] || missing="$$missing libseccomp-dev"; \
 	if [ -n "$$missing" ]; then apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; fi
 
 need-root:
