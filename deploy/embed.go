@@ -24,6 +24,19 @@ const (
 //go:embed helm/sluice/crds/*.yaml
 var crds embed.FS
 
+//go:embed all:helm/sluice
+var chart embed.FS
+
+// Chart returns the Helm chart's files, rooted at the chart's directory (Chart.yaml,
+// values.yaml, templates/…), for programs that install it (the lab).
+func Chart() fs.FS {
+	sub, err := fs.Sub(chart, "helm/sluice")
+	if err != nil {
+		panic(err) // embedded at build time: cannot fail
+	}
+	return sub
+}
+
 // manifest is `helm template` of the chart with its defaults (plus the namespace).
 //
 //go:embed sluice.yaml

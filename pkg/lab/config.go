@@ -56,6 +56,11 @@ type Config struct {
 	Runtime string `json:"runtime,omitempty"`
 	// SandboxImage is the pause image of real nodes ("" = DefaultSandboxImage).
 	SandboxImage string `json:"sandboxImage,omitempty"`
+	// Install is how Sluice gets onto the nodes: "" or processes (the lab starts it), or
+	// helm (the chart, onto real nodes).
+	Install string `json:"install,omitempty"`
+	// SluiceImage is the OCI archive of Sluice's image that --install helm imports.
+	SluiceImage string `json:"sluiceImage,omitempty"`
 	// ImageArchives are imported into every real node's containerd by up
 	// (so nodes added later get them too).
 	ImageArchives []string `json:"imageArchives,omitempty"`
@@ -126,7 +131,7 @@ func (c *Config) Validate() error {
 	case c.ServiceProxy != "" && c.ServiceProxy != ServiceProxySluice && c.PodNetwork != PodNetworkSluice:
 		return fmt.Errorf("serviceProxy %q needs podNetwork %s (kube-proxy runs beside Sluice's agents)", c.ServiceProxy, PodNetworkSluice)
 	}
-	return nil
+	return c.validateInstall()
 }
 
 func configPath(stateDir string) string { return filepath.Join(stateDir, "lab.json") }

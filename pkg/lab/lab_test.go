@@ -164,3 +164,65 @@ func TestControlPlaneFlags(t *testing.T) {
 		t.Errorf("%d kubelets for 3 nodes", kubelets)
 	}
 }
+
+func TestInstallHelmValidation(t *testing.T) {
+	base := func() *Config {
+		c, err := NewConfig("/tmp/x", 3, DefaultAPIPort)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	cases := []struct {
+		name string
+		edit func(*Config)
+		want string // "" = valid
+	}{
+		{"processes on the lab kubelet", func(c *Config) {}, ""},
+		{"helm on real nodes with an image", func(c *Config) {
+			c.Runtime, c.Install, c.SluiceImage = RuntimeContainerd, InstallHelm, "/tmp/sluice.tar"
+		}, ""},
+		{"helm on the lab kubelet", func(c *Config) { c.Install, c.SluiceImage = InstallHelm, "/tmp/sluice.tar" }, "--install helm needs real nodes"},
+		{"helm without an image", func(c *Config) { c.Runtime, c.Install = RuntimeContainerd, InstallHelm }, "no Sluice image archive"},
+		{"helm without Sluice", func(c *Config) {
+			c.Runtime, c.Install, c.SluiceImage, c.PodNetwork = RuntimeContainerd, InstallHelm, "/tmp/sluice.tar", PodNetworkNone
+		}, "needs --pod-network sluice"},
+		{"unknown mode", func(c *Config) { c.Install = "kustomize" }, `--install "kustomize"`},
+	}
+	for _, tc := range cases {
+		c := base()
+		tc.edit(c)
+		err := c.Validate()
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("%s: %v", tc.name, err)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("%s: err %v, want %q", tc.name, err, tc.want)
+		}
+	}
+	// With helm the lab starts no Sluice process and makes no identity for one.
+	c := base()
+	c.Runtime, c.Install, c.SluiceImage = RuntimeContainerd, InstallHelm, "/tmp/sluice.tar"
+	if comps := SluiceComponents(c); len(comps) != 0 {
+		t.Errorf("--install helm: the lab would start %d Sluice processes", len(comps))
+	}
+	vals := strings.Join(c.ChartValues("sluice.dev/sluice:v1.2.3"), " ")
+	for _, want := range []string{"image.repository=sluice.dev/sluice", "image.tag=v1.2.3", "image.pullPolicy=Never",
+		"kubernetesAPI.host=172.28.0.2", "serviceNetwork=172.30.0.0/16", "agent.netnsDirs[0]=/run/netns", "serviceProxy.enabled=true"} {
+		if !strings.Contains(vals, want) {
+			t.Errorf("chart values %q lack %q", vals, want)
+		}
+	}
+}
+
+func TestSplitImage(t *testing.T) {
+	for in, want := range map[string][2]string{
+		"sluice.dev/sluice:v1":           {"sluice.dev/sluice", "v1"},
+		"localhost:5000/sluice":          {"localhost:5000/sluice", "latest"},
+		"localhost:5000/sluice:v2-dirty": {"localhost:5000/sluice", "v2-dirty"},
+	} {
+		if r, tag := splitImage(in); r != want[0] || tag != want[1] {
+			t.Errorf("splitImage(%q) = %q %q, want %q %q", in, r, tag, want[0], want[1])
+		}
+	}
+}

@@ -137,7 +137,7 @@ func (l *Lab) prepareMachine() error {
 				return err
 			}
 		}
-		for _, d := range []string{nodeKubeletDir, nodeCNIConfDir, nodeCNIBinDir, nodeLogDir} {
+		for _, d := range []string{nodeKubeletDir, nodeCNIConfDir, nodeCNIBinDir, nodeLogDir, nodeSluiceStateDir, nodeSluiceRunDir, nodeNetnsDir} {
 			made, err := mkdirAllRecord(d)
 			rec.Dirs = append(rec.Dirs, made...)
 			if err != nil {
@@ -389,6 +389,12 @@ func NodeMounts(ctx context.Context, outer string, binds []string) error {
 		if err := unix.Mount(src, dst, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
 			return fmt.Errorf("bind %s on %s: %w", src, dst, err)
 		}
+	}
+	// Shared within the node (still a slave of the machine's mounts): a mount made in the
+	// node — a pod's network namespace under /run/netns — reaches the containers whose
+	// hostPath volumes propagate from the host (HostToContainer), as on a real node.
+	if err := unix.Mount("", "/", "", unix.MS_SHARED|unix.MS_REC, ""); err != nil {
+		return fmt.Errorf("make the node's mounts shared: %w", err)
 	}
 	fmt.Printf("node mounts ready: %s\n", strings.Join(binds, " "))
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)

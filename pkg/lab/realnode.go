@@ -92,6 +92,12 @@ const (
 	nodeLogDir     = "/var/log"
 	nodeCNIConfDir = "/etc/cni/net.d"
 	nodeCNIBinDir  = "/opt/cni/bin"
+	// Sluice's agent keeps its IPAM state and its CNI socket at fixed host paths (the
+	// chart's hostPath volumes), and the runtime mounts pods' network namespaces under
+	// /run/netns, which the agent enters: each node has its own.
+	nodeSluiceStateDir = "/var/lib/sluice"
+	nodeSluiceRunDir   = "/run/sluice"
+	nodeNetnsDir       = "/run/netns"
 )
 
 // NodeBinds are the bind mounts of a real node's mount namespace, source
@@ -102,6 +108,9 @@ func (c *Config) NodeBinds(node string) [][2]string {
 		{c.NodeLogDir(node), nodeLogDir},
 		{c.CNIConfDir(node), nodeCNIConfDir},
 		{c.CNIBinDir(node), nodeCNIBinDir},
+		{filepath.Join(c.NodeDir(node), "sluice", "state"), nodeSluiceStateDir},
+		{filepath.Join(c.NodeDir(node), "sluice", "run"), nodeSluiceRunDir},
+		{filepath.Join(c.NodeDir(node), "netns"), nodeNetnsDir},
 	}
 }
 
@@ -161,8 +170,9 @@ imports = []
     # does); without this runc cannot lower a container's oom_score_adj
     # below its own and fails with "can't get final child's PID from pipe".
     restrict_oom_score_adj = true
-    # Pods' network namespaces under this node's state, not /run/netns.
-    netns_mounts_under_state_dir = true
+    # Pods' network namespaces in /run/netns, the default, which is the node's own
+    # (bind-mounted in its mount namespace), where a network's DaemonSet finds them.
+    netns_mounts_under_state_dir = false
     [plugins.'io.containerd.cri.v1.runtime'.containerd]
       default_runtime_name = 'runc'
       [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc]

@@ -99,7 +99,7 @@ func TestContainerdConfig(t *testing.T) {
 		`disable = true`,
 		`sandbox = "` + DefaultSandboxImage + `"`,
 		`restrict_oom_score_adj = true`,
-		`netns_mounts_under_state_dir = true`,
+		`netns_mounts_under_state_dir = false`,
 		`BinaryName = "/cache/bin/runc"`,
 		`Root = "/tmp/x/nodes/node1/containerd/runc"`,
 		`SystemdCgroup = false`,
@@ -152,7 +152,10 @@ func TestRealNodeComponents(t *testing.T) {
 		"--bind=/tmp/x/nodes/node1/kubelet:/var/lib/kubelet",
 		"--bind=/tmp/x/nodes/node1/log:/var/log",
 		"--bind=/tmp/x/nodes/node1/cni/net.d:/etc/cni/net.d",
-		"--bind=/tmp/x/nodes/node1/cni/bin:/opt/cni/bin"}
+		"--bind=/tmp/x/nodes/node1/cni/bin:/opt/cni/bin",
+		"--bind=/tmp/x/nodes/node1/sluice/state:/var/lib/sluice",
+		"--bind=/tmp/x/nodes/node1/sluice/run:/run/sluice",
+		"--bind=/tmp/x/nodes/node1/netns:/run/netns"}
 	if hold.Netns != m.Netns || !slices.Equal(hold.Argv, wantHold) || hold.MountNSOf != "" {
 		t.Errorf("holder %+v", hold)
 	}

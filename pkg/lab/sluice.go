@@ -56,7 +56,7 @@ var SluiceBinaries = []string{"sluice-controller", "sluice-agent", "sluice-cni"}
 // plugin and configuration into the node's own CNI directories; and, when
 // the lab's services go to kube-proxy, one kube-proxy per node.
 func SluiceComponents(c *Config) []Component {
-	if c.PodNetwork != PodNetworkSluice {
+	if c.PodNetwork != PodNetworkSluice || c.installsByHelm() {
 		return nil
 	}
 	bin := func(n string) string { return filepath.Join(c.SluiceBinDir, n) }
@@ -114,7 +114,7 @@ func (c *Config) AgentSocket(node string) string {
 
 // sluiceIdentities are the client certificates of Sluice's components.
 func (c *Config) sluiceIdentities() []pki.Request {
-	if c.PodNetwork != PodNetworkSluice {
+	if c.PodNetwork != PodNetworkSluice || c.installsByHelm() {
 		return nil
 	}
 	reqs := []pki.Request{{Name: "sluice-controller", CN: "sluice-controller"}}

@@ -41,6 +41,9 @@ type UpOptions struct {
 	// ImageArchives are imported into every real node (and remembered, so
 	// nodes added later get them too).
 	ImageArchives []string
+	// Install is processes (default) or helm; SluiceImage the image archive helm installs.
+	Install     string
+	SluiceImage string
 }
 
 // Lab is a lab being operated on.
@@ -105,6 +108,15 @@ func Up(ctx context.Context, o UpOptions, out io.Writer) (*Lab, error) {
 			c.ServiceProxy = o.ServiceProxy
 		}
 		c.Runtime = o.Runtime
+		c.Install = o.Install
+		if o.SluiceImage != "" {
+			if c.SluiceImage, err = filepath.Abs(o.SluiceImage); err != nil {
+				return nil, err
+			}
+			if _, err := os.Stat(c.SluiceImage); err != nil {
+				return nil, fmt.Errorf("--sluice-image: %w", err)
+			}
+		}
 		c.SluiceBinDir = o.SluiceBinDir
 		if c.SluiceBinDir == "" {
 			self, err := os.Executable()
@@ -205,7 +217,7 @@ func (l *Lab) up(ctx context.Context, demo bool) error {
 	if err := l.start(ctx, HostComponents(c, l.Self)[0]); err != nil {
 		return err
 	}
-	if c.PodNetwork == PodNetworkSluice {
+	if c.PodNetwork == PodNetworkSluice && !c.installsByHelm() {
 		if err := l.installSluice(ctx, filepath.Join(bin, "kubectl")); err != nil {
 			return err
 		}
@@ -217,6 +229,11 @@ func (l *Lab) up(ctx context.Context, demo bool) error {
 	}
 	for _, comp := range append(c.inNodeMountNS(SluiceComponents(c)), HostComponents(c, l.Self)...) {
 		if err := l.start(ctx, comp); err != nil {
+			return err
+		}
+	}
+	if c.installsByHelm() {
+		if err := l.installChart(ctx); err != nil {
 			return err
 		}
 	}

@@ -76,6 +76,7 @@ that runs pods in network namespaces through CNI.`,
 	var demo bool
 	var podNetwork, serviceProxy, sluiceBinDir, runtime string
 	var imageArchives []string
+	var install, sluiceImage string
 	up := &cobra.Command{
 		Use:   "up [--nodes N] [--state-dir DIR] [--demo]",
 		Short: "Start the lab (idempotent: resumes a half-started lab, leaves a running one alone)",
@@ -85,7 +86,8 @@ that runs pods in network namespaces through CNI.`,
 			if err != nil {
 				return err
 			}
-			o := lab.UpOptions{StateDir: d, Demo: demo, PodNetwork: podNetwork, ServiceProxy: serviceProxy, SluiceBinDir: sluiceBinDir, Runtime: runtime, ImageArchives: imageArchives}
+			o := lab.UpOptions{StateDir: d, Demo: demo, PodNetwork: podNetwork, ServiceProxy: serviceProxy, SluiceBinDir: sluiceBinDir, Runtime: runtime, ImageArchives: imageArchives,
+				Install: install, SluiceImage: sluiceImage}
 			if err := lab.ValidRuntime(runtime); err != nil {
 				return err
 			}
@@ -115,6 +117,8 @@ that runs pods in network namespaces through CNI.`,
 	up.Flags().StringVar(&podNetwork, "pod-network", "", "sluice (default: Sluice's controller and agents) or none (new lab only)")
 	up.Flags().StringVar(&serviceProxy, "service-proxy", "", "sluice (default: the agents load-balance Services), kube-proxy-nftables or kube-proxy-iptables (new lab only)")
 	up.Flags().StringVar(&runtime, "runtime", "", "lab (default: the lab kubelet, pods are network namespaces) or containerd (real kubelet, containerd and runc on every node; new lab only)")
+	up.Flags().StringVar(&install, "install", "", "how Sluice gets onto the nodes: processes (default: the lab starts controllers and agents) or helm (the chart, as a user installs it; needs --runtime containerd and --sluice-image; new lab only)")
+	up.Flags().StringVar(&sluiceImage, "sluice-image", "", "with --install helm: the OCI archive of Sluice's image (`make images` writes it)")
 	up.Flags().StringSliceVar(&imageArchives, "image-archive", nil, "with --runtime containerd: an image archive (OCI layout or docker save tar) to import into every node's containerd (repeatable; remembered for nodes added later)")
 	up.Flags().StringVar(&sluiceBinDir, "sluice-bin-dir", "", "directory with sluice-controller, sluice-agent, sluice-cni (default: beside sluice-lab)")
 
@@ -325,6 +329,7 @@ any failed.`,
 
 	root.AddCommand(up, down, status, kubeconfig, kubectl, execCmd, probe, matrix, build)
 	root.AddCommand(helmCommand(&stateDir))
+	root.AddCommand(imagesCommand())
 	root.AddCommand(internalCommands(&stateDir)...)
 	return root
 }
@@ -346,20 +351,28 @@ func internalCommands(stateDir *string) []*cobra.Command {
 	var name string
 	var tcp, udp, sctp []int
 	serve := &cobra.Command{
-		Use:    "serve --name NAME [--tcp P,…] [--udp P,…] [--sctp P,…]",
-		Short:  "Run the lab test server in the current network namespace",
+		Use:   "serve [--name NAME] [--tcp P,…] [--udp P,…] [--sctp P,…]",
+		Short: "Run the lab test server in the current network namespace",
+		Long: `Run the lab test server in the current network namespace. It answers
+with --name, or else $POD_NAME (in a container: the pod's name through the
+downward API).`,
 		Hidden: true,
 		Args:   cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if name == "" {
+				name = os.Getenv("POD_NAME")
+			}
+			if name == "" {
+				return errors.New("serve: no name: give --name or set $POD_NAME")
+			}
 			s := &testserver.Server{Name: name, Ports: testserver.Ports{TCP: tcp, UDP: udp, SCTP: sctp}}
 			return s.Run(cmd.Context())
 		},
 	}
-	serve.Flags().StringVar(&name, "name", "", "name to answer with")
+	serve.Flags().StringVar(&name, "name", "", "name to answer with (default $POD_NAME)")
 	serve.Flags().IntSliceVar(&tcp, "tcp", nil, "TCP ports")
 	serve.Flags().IntSliceVar(&udp, "udp", nil, "UDP ports")
 	serve.Flags().IntSliceVar(&sctp, "sctp", nil, "SCTP ports")
-	serve.MarkFlagRequired("name")
 
 	var listen, nsName, to string
 	forward := &cobra.Command{
