@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/rand"
 	"errors"
 	"flag"
 	"fmt"
@@ -49,7 +50,7 @@ func (o *options) addFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&o.leaseDuration, "leader-elect-lease-duration", o.leaseDuration, "how long a non-leader waits after the last renewal before taking over")
 	fs.DurationVar(&o.renewDeadline, "leader-elect-renew-deadline", o.renewDeadline, "how long the leader keeps trying to renew before it gives up leading")
 	fs.DurationVar(&o.retryPeriod, "leader-elect-retry-period", o.retryPeriod, "interval between attempts to acquire or renew the lease")
-	fs.StringVar(&o.id, "id", o.id, "this replica's identity in the Lease (default hostname_pid)")
+	fs.StringVar(&o.id, "id", o.id, "this replica's identity in the Lease (default $POD_NAME_RANDOM in a pod, else hostname_pid)")
 	fs.IntVar(&o.workers, "workers", o.workers, "reconcile workers (allocation itself is serialised)")
 	fs.StringVar(&o.healthBindAddress, "health-bind-address", o.healthBindAddress, "host:port for /healthz (alive; the leader's lease renewed) and /readyz (leading with caches synced, or standing by); empty: none")
 	fs.DurationVar(&o.resync, "resync", o.resync, "informer resync period: how often everything is reconciled even without events")
@@ -57,6 +58,15 @@ func (o *options) addFlags(fs *flag.FlagSet) {
 
 // complete fills in defaults that depend on the environment.
 func (o *options) complete() error {
+	if o.id == "" && os.Getenv("POD_NAME") != "" {
+		// A restarted container keeps its pod's name: the suffix tells the new process
+		// from the old one, so that it does not take a lease the old one held as its own.
+		var b [4]byte
+		if _, err := rand.Read(b[:]); err != nil {
+			return err
+		}
+		o.id = fmt.Sprintf("%s_%x", os.Getenv("POD_NAME"), b)
+	}
 	if o.id == "" {
 		host, err := os.Hostname()
 		if err != nil {
