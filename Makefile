@@ -3,12 +3,27 @@ GO      ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
 BIN     := $(CURDIR)/bin
 LAB     := $(BIN)/sluice-lab
 
-.PHONY: all build deps lab lab-down test unit chart manifests integration e2e kube-binaries need-root bench bench-podnet bench-netpol bench-proxy clean
+.PHONY: all build images deps lab lab-down test unit chart manifests integration e2e kube-binaries need-root bench bench-podnet bench-netpol bench-proxy clean
 
 all: build
 
 build:
 	$(GO) build -o $(BIN)/ ./cmd/...
+
+# OCI image archives (Sluice, pause, test server) in bin/images, built
+# without a container engine; see docs/images.md. VERSION tags them;
+# SOURCE_DATE_EPOCH (the last commit's time) dates every file in them.
+ifeq ($(origin VERSION),undefined)
+VERSION := $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+endif
+ifeq ($(origin SOURCE_DATE_EPOCH),undefined)
+SOURCE_DATE_EPOCH := $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
+endif
+IMAGE_CMDS := sluice-agent sluice-controller sluice-cni sluicectl sluice-lab sluice-pause
+
+images:
+	CGO_ENABLED=0 $(GO) build -trimpath -buildvcs=false -ldflags '-s -w -X github.com/sluice-net/sluice/pkg/version.Version=$(VERSION)' -o $(BIN)/static/ $(addprefix ./cmd/,$(IMAGE_CMDS))
+	$(BIN)/static/sluice-lab images --bin-dir $(BIN)/static --out $(BIN)/images --version $(VERSION) --source-date-epoch $(SOURCE_DATE_EPOCH)
 
 # Debian packages the lab and the root test tiers use.
 deps: need-root
