@@ -418,3 +418,43 @@ func TestRootfsKey(t *testing.T) {
 		t.Error("another package list kept the cache key")
 	}
 }
+
+// TestEnsureLabImages builds sluice-pause and sluice-lab statically from this
+// source tree (slow on a cold build cache, so only with
+// SLUICE_TEST_LAB_IMAGES=1) and checks the two archives, and that a second
+// call gives the same digests.
+func TestEnsureLabImages(t *testing.T) {
+	if os.Getenv("SLUICE_TEST_LAB_IMAGES") != "1" {
+		t.Skip("set SLUICE_TEST_LAB_IMAGES=1 to build the lab images from source")
+	}
+	src, err := FindSource(".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := t.TempDir()
+	lo := LabOptions{BinDir: t.TempDir(), SourceDir: src, OutDir: out, Version: "v0.0.0-test"}
+	a, err := EnsureLabImages(t.Context(), lo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Pause.Ref != PauseRef || a.TestServer.Ref != TestServerRepo+":v0.0.0-test" {
+		t.Errorf("refs %s, %s", a.Pause.Ref, a.TestServer.Ref)
+	}
+	for _, r := range []Result{a.Pause, a.TestServer} {
+		idx, err := ReadArchiveIndex(r.Archive)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := idx.Manifests[0].Annotations[AnnotationImageName]; got != r.Ref {
+			t.Errorf("%s names %q", r.Archive, got)
+		}
+	}
+	lo.BinDir = filepath.Join(out, "bin") // the static binaries built above
+	b, err := EnsureLabImages(t.Context(), lo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Pause.Digest != b.Pause.Digest || a.TestServer.Digest != b.TestServer.Digest {
+		t.Errorf("digests changed between two calls: %+v / %+v", a, b)
+	}
+}

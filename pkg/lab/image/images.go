@@ -331,6 +331,10 @@ func GoBuild(ctx context.Context, srcDir, outDir, ver string, out io.Writer, nam
 
 // FindSource returns the root of this module's source tree at or above dir.
 func FindSource(dir string) (string, error) {
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return "", err
+	}
 	for d := dir; ; d = filepath.Dir(d) {
 		if b, err := os.ReadFile(filepath.Join(d, "go.mod")); err == nil {
 			if strings.Contains("\n"+string(b), "\nmodule "+Module+"\n") {
