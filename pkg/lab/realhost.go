@@ -346,7 +346,11 @@ func cgroupPids(d string) []int {
 // PodPid returns a process of the pod with uid on a real node (its pause
 // container, or any other), found by its cgroup: the kubelet's cgroupfs
 // driver puts every container of a pod under …/pod<uid>/.
-func PodPid(uid string) (int, error) {
+func PodPid(uid string) (int, error) { return PodProcess(uid, "") }
+
+// PodProcess returns the process of the pod with uid whose command line contains cmd
+// ("" = any process of the pod).
+func PodProcess(uid, cmd string) (int, error) {
 	want := "/pod" + uid + "/"
 	ents, err := os.ReadDir("/proc")
 	if err != nil {
@@ -358,9 +362,15 @@ func PodPid(uid string) (int, error) {
 			continue
 		}
 		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cgroup"))
-		if err == nil && strings.Contains(string(b), want) {
+		if err != nil || !strings.Contains(string(b), want) {
+			continue
+		}
+		if c, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline")); strings.Contains(string(c), cmd) {
 			return pid, nil
 		}
+	}
+	if cmd != "" {
+		return 0, fmt.Errorf("no process of pod %s runs %q", uid, cmd)
 	}
 	return 0, fmt.Errorf("no process of pod %s is running", uid)
 }

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sluice-net/sluice/pkg/lab/image"
 	"github.com/sluice-net/sluice/pkg/lab/kubebuild"
 	"github.com/sluice-net/sluice/pkg/lab/pki"
 	"github.com/sluice-net/sluice/pkg/lab/proc"
@@ -42,8 +43,8 @@ func (c *Config) RealNodes() bool { return c.Runtime == RuntimeContainerd }
 
 // DefaultSandboxImage is the pause image a real node's containerd runs as
 // every pod's sandbox, unless the lab's configuration names another. It is
-// never pulled: `up` imports it from a local archive.
-const DefaultSandboxImage = "localhost/sluice-lab/pause:latest"
+// never pulled: `up` imports it from a local archive (`sluice-lab images` makes it).
+const DefaultSandboxImage = image.PauseRef
 
 // MachineRunDir holds what real nodes need on short, machine-wide paths:
 // one directory per node for containerd's sockets (a unix socket path has at

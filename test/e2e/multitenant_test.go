@@ -4,7 +4,6 @@ package e2e
 
 import (
 	"bufio"
-	"context"
 	"fmt"
 	"net"
 	"strings"
@@ -56,45 +55,7 @@ func (e *labEnv) openEcho(t *testing.T, from, to podStatus, fromNode, toNode str
 	t.Helper()
 	toNS := netns.Path(e.cfg.PodNetnsPrefix(toNode) + to.Metadata.UID[:8])
 	fromNS := netns.Path(e.cfg.PodNetnsPrefix(fromNode) + from.Metadata.UID[:8])
-	var ec echoConn
-	if err := netns.Do(toNS, func() error {
-		var err error
-		ec.l, err = net.Listen("tcp", fmt.Sprintf(":%d", port))
-		return err
-	}); err != nil {
-		t.Fatalf("listen in %s: %v", toNS, err)
-	}
-	t.Cleanup(func() { ec.l.Close() })
-	go func() {
-		for {
-			c, err := ec.l.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				r := bufio.NewReader(c)
-				for {
-					line, err := r.ReadString('\n')
-					if err != nil {
-						return
-					}
-					if _, err := c.Write([]byte("echo " + line)); err != nil {
-						return
-					}
-				}
-			}()
-		}
-	}()
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-	defer cancel()
-	c, err := netns.Dial(ctx, fromNS, "tcp", fmt.Sprintf("%s:%d", to.Status.PodIP, port))
-	if err != nil {
-		t.Fatalf("dial %s:%d from %s: %v", to.Status.PodIP, port, fromNS, err)
-	}
-	t.Cleanup(func() { c.Close() })
-	ec.c, ec.r = c, bufio.NewReader(c)
-	return &ec
+	return openEchoAt(t, fromNS, toNS, to.Status.PodIP, port)
 }
 
 // roundTrip sends a line and waits for its echo.
