@@ -201,6 +201,18 @@ spec:
 	}
 
 	t.Run("rolling upgrade", func(t *testing.T) { helmRollingUpgrade(t, e, dir, ns, testImage, pods) })
+	t.Run("bad values", func(t *testing.T) {
+		before := e.kubectl(t, "get", "clusternetwork", "default", "-o", "jsonpath={.metadata.resourceVersion} {.spec.clusterNetworks}")
+		out, code := e.sh("helm", "--", "upgrade", lab.ReleaseName, e.cfg.Path("chart", "sluice"), "--namespace", lab.ReleaseNamespace,
+			"--reuse-values", "--set", "clusterNetworks[1].cidr=10.129.0.0/16")
+		if code == 0 || !strings.Contains(out, `clusterNetworks[1].cidr "10.129.0.0/16" overlaps clusterNetworks[0].cidr "10.128.0.0/14"`) {
+			t.Errorf("helm upgrade with an overlapping cluster network: exit %d\n%s", code, out)
+		}
+		if after := e.kubectl(t, "get", "clusternetwork", "default", "-o", "jsonpath={.metadata.resourceVersion} {.spec.clusterNetworks}"); after != before {
+			t.Errorf("the refused upgrade changed the ClusterNetwork: %s → %s", before, after)
+		}
+	})
+	t.Run("missing privileges", func(t *testing.T) { helmMissingPrivileges(t, e) })
 	t.Run("leader failover", func(t *testing.T) { helmLeaderFailover(t, e) })
 	t.Run("uninstall", func(t *testing.T) { helmUninstall(t, e) })
 }
@@ -339,6 +351,45 @@ func openEchoAt(t *testing.T, fromNS, toNS, toIP string, port int) *echoConn {
 	t.Cleanup(func() { c.Close() })
 	ec.c, ec.r = c, bufio.NewReader(c)
 	return &ec
+}
+
+// helmMissingPrivileges upgrades the agents to a pod without CAP_SYS_ADMIN: the first
+// replaced agent logs what it lacks, records a Warning event on its Node naming it, and is
+// never Ready, so the rollout stops there; a rollback brings every agent back Ready.
+func helmMissingPrivileges(t *testing.T, e *labEnv) {
+	chart := e.cfg.Path("chart", "sluice")
+	out, code := e.sh("helm", "--", "upgrade", lab.ReleaseName, chart, "--namespace", lab.ReleaseNamespace,
+		"--reuse-values", "--set", "agent.capabilities={NET_ADMIN}", "--wait", "--timeout", "20s")
+	if code == 0 {
+		t.Errorf("helm upgrade to agents without CAP_SYS_ADMIN succeeded (--wait): %s", out)
+	}
+	var node string
+	eventually(t, 30*time.Second, "a Node event naming the missing capability", func() error {
+		ev := e.kubectl(t, "get", "events", "-A", "--field-selector", "reason=SluiceAgentMissingPrivileges",
+			"-o", "jsonpath={range .items[*]}{.involvedObject.kind}/{.involvedObject.name}: {.message}{\"\\n\"}{end}")
+		for _, line := range strings.Split(ev, "\n") {
+			if strings.HasPrefix(line, "Node/") && strings.Contains(line, "CAP_SYS_ADMIN") {
+				node = strings.TrimPrefix(strings.SplitN(line, ":", 2)[0], "Node/")
+				return nil
+			}
+		}
+		return fmt.Errorf("events: %q", ev)
+	})
+	pod := e.kubectl(t, "-n", lab.ReleaseNamespace, "get", "pods", "-l", "app.kubernetes.io/component=agent",
+		"--field-selector", "spec.nodeName="+node, "-o", "jsonpath={.items[0].metadata.name}")
+	if ready := e.kubectl(t, "-n", lab.ReleaseNamespace, "get", "pod", pod, "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}"); ready != "False" {
+		t.Errorf("agent %s without CAP_SYS_ADMIN: Ready=%q, want False", pod, ready)
+	}
+	if logs := e.kubectl(t, "-n", lab.ReleaseNamespace, "logs", pod); !strings.Contains(logs, "CAP_SYS_ADMIN") {
+		t.Errorf("agent %s's log does not name CAP_SYS_ADMIN:\n%s", pod, logs)
+	}
+	e.must(t, "helm", "--", "rollback", lab.ReleaseName, "--namespace", lab.ReleaseNamespace, "--wait", "--timeout", "2m")
+	eventually(t, 90*time.Second, "every agent Ready after the rollback", func() error {
+		if ds := e.kubectl(t, "-n", lab.ReleaseNamespace, "get", "ds", "sluice-agent", "-o", "jsonpath={.status.numberReady}/{.status.updatedNumberScheduled}/{.status.desiredNumberScheduled}"); ds != "3/3/3" {
+			return fmt.Errorf("ready/updated/desired %s", ds)
+		}
+		return nil
+	})
 }
 
 // helmLeaderFailover kills the leading controller's process (its container dies; the
