@@ -10,12 +10,15 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/sluice-net/sluice/deploy"
+	"github.com/sluice-net/sluice/pkg/lab/image"
 	"github.com/sluice-net/sluice/pkg/lab/kubebuild"
+	"github.com/sluice-net/sluice/pkg/version"
 )
 
 // How Sluice gets onto the lab's nodes.
@@ -52,8 +55,6 @@ func (c *Config) validateInstall() error {
 		return fmt.Errorf("--install %s needs real nodes (--runtime %s): the chart's pods are containers", InstallHelm, RuntimeContainerd)
 	case c.PodNetwork != PodNetworkSluice:
 		return fmt.Errorf("--install %s installs Sluice: it needs --pod-network %s", InstallHelm, PodNetworkSluice)
-	case c.SluiceImage == "":
-		return fmt.Errorf("--install %s: no Sluice image archive (--sluice-image, as `make images` writes)", InstallHelm)
 	}
 	return nil
 }
@@ -128,6 +129,7 @@ func (c *Config) ChartValues(image string) []string {
 func (c *Config) writeChart() (string, error) {
 	dir := c.Path("chart", "sluice")
 	os.RemoveAll(dir)
+	os.Remove(c.chartInstalledPath())
 	err := fs.WalkDir(deploy.Chart(), ".", func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
@@ -149,6 +151,16 @@ func (c *Config) writeChart() (string, error) {
 // release, waiting until the agents and controllers are Ready.
 func (l *Lab) installChart(ctx context.Context) error {
 	c := l.C
+	if c.SluiceImage == "" {
+		archive, err := l.buildSluiceImage(ctx)
+		if err != nil {
+			return fmt.Errorf("no --sluice-image given, and building one failed: %w", err)
+		}
+		c.SluiceImage = archive
+		if err := c.Save(); err != nil {
+			return err
+		}
+	}
 	image, err := ArchiveImageName(c.SluiceImage)
 	if err != nil {
 		return fmt.Errorf("--sluice-image: %w", err)
@@ -177,5 +189,66 @@ func (l *Lab) installChart(ctx context.Context) error {
 		return fmt.Errorf("helm install: %w\n%s", err, out)
 	}
 	fmt.Fprintf(l.Out, "Sluice installed and ready in %s\n", time.Since(start).Round(100*time.Millisecond))
-	return nil
+	return os.WriteFile(c.chartInstalledPath(), []byte(image+"\n"), 0o644)
+}
+
+// chartInstalledPath marks a lab whose release was installed (a resumed up that failed
+// before installs it then).
+func (c *Config) chartInstalledPath() string { return c.Path("chart", "installed") }
+
+// chartPending reports whether up still has the chart to install.
+func (c *Config) chartPending() bool {
+	if !c.installsByHelm() {
+		return false
+	}
+	_, err := os.Stat(c.chartInstalledPath())
+	return err != nil
+}
+
+// buildSluiceImage builds Sluice's image from the source tree the lab runs in, as
+// `make images` does (static binaries on the cached Debian root file system), into the
+// state directory, and returns the archive.
+func (l *Lab) buildSluiceImage(ctx context.Context) (string, error) {
+	wd, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	src, err := image.FindSource(wd)
+	if err != nil {
+		return "", fmt.Errorf("%w (run from the repository, or build one with `make images`)", err)
+	}
+	dir := l.C.Path("images")
+	bin := filepath.Join(dir, "bin")
+	names := append(slices.Clone(image.SluiceBinaries), image.PauseBinary, image.LabBinary)
+	if err := image.GoBuild(ctx, src, bin, version.Version, l.Out, names...); err != nil {
+		return "", err
+	}
+	m, err := image.BuildAll(ctx, image.Options{OutDir: dir, BinDir: bin, Log: l.Out})
+	if err != nil {
+		return "", err
+	}
+	r, ok := m.Get("sluice")
+	if !ok {
+		return "", errors.New("the image build wrote no sluice image")
+	}
+	if !filepath.IsAbs(r.Archive) {
+		r.Archive = filepath.Join(dir, r.Archive) // images.json names archives relative to it
+	}
+	return r.Archive, nil
+}
+
+// ensureNodeImages gives a new lab of real nodes the pause and test-server images when
+// it was given no image archives: `sluice-lab images` builds them, without the Debian root
+// file system.
+func (l *Lab) ensureNodeImages(ctx context.Context) error {
+	if !l.C.RealNodes() || len(l.C.ImageArchives) > 0 {
+		return nil
+	}
+	imgs, err := image.EnsureLabImages(ctx, image.LabOptions{OutDir: l.C.Path("images", "lab"), Log: l.Out})
+	if err != nil {
+		return fmt.Errorf("the pause and test-server images (none given with --image-archive): %w", err)
+	}
+	l.C.ImageArchives = []string{imgs.Pause.Archive, imgs.TestServer.Archive}
+	fmt.Fprintf(l.Out, "images for the nodes: %s, %s\n", imgs.Pause.Ref, imgs.TestServer.Ref)
+	return l.C.Save()
 }

@@ -183,7 +183,7 @@ func (l *Lab) up(ctx context.Context, demo bool) error {
 			return err
 		}
 	}
-	if l.allRunning() && (!c.RealNodes() || l.imagesImported()) {
+	if l.allRunning() && (!c.RealNodes() || l.imagesImported()) && !c.chartPending() {
 		healthy, _ := TopologyHealthy(ctx, l.R, c)
 		if healthy {
 			fmt.Fprintf(l.Out, "lab at %s is already running\n", c.StateDir)
@@ -223,6 +223,9 @@ func (l *Lab) up(ctx context.Context, demo bool) error {
 		}
 	}
 	if c.RealNodes() {
+		if err := l.ensureNodeImages(ctx); err != nil {
+			return err
+		}
 		if err := l.startRealNodes(ctx, nodeBin); err != nil {
 			return err
 		}
