@@ -3,7 +3,7 @@ GO      ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
 BIN     := $(CURDIR)/bin
 LAB     := $(BIN)/sluice-lab
 
-.PHONY: all build images deps lab lab-down test unit chart manifests integration e2e kube-binaries need-root bench bench-podnet bench-netpol bench-proxy clean
+.PHONY: all build images deps lab lab-down test unit chart manifests integration e2e kube-binaries need-root bench bench-podnet bench-netpol bench-proxy bench-install clean
 
 all: build
 
@@ -77,7 +77,7 @@ e2e: deps kube-binaries
 
 # Benchmarks: side by side with their anchors, Markdown on stdout
 # (copied into docs/performance.md with the machine and command).
-bench: bench-podnet bench-netpol bench-proxy bench-proxyscale
+bench: bench-podnet bench-netpol bench-proxy bench-proxyscale bench-install
 
 bench-podnet: deps build
 	$(GO) build -o $(BIN)/bench-podnet ./bench/podnet
@@ -86,6 +86,11 @@ bench-podnet: deps build
 bench-proxyscale: deps
 	$(GO) build -o $(BIN)/bench-proxyscale ./bench/proxyscale
 	$(BIN)/bench-proxyscale
+
+# Sluice installed with its chart on real nodes against the reference bridge plugin.
+bench-install: deps build images kube-binaries
+	$(GO) build -o $(BIN)/bench-install ./bench/install
+	$(BIN)/bench-install
 
 bench-netpol: deps build kube-binaries
 	$(GO) build -o $(BIN)/bench-netpol ./bench/netpol
