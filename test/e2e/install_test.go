@@ -18,7 +18,6 @@ import (
 	"time"
 
 	"github.com/sluice-net/sluice/pkg/lab"
-	"github.com/sluice-net/sluice/pkg/lab/kubebuild"
 	"github.com/sluice-net/sluice/pkg/netns"
 )
 
@@ -72,27 +71,8 @@ func buildSluiceImage(t *testing.T, version string) string {
 // the controller's leader is killed and the other replica takes over; and `helm uninstall`
 // leaves the nodes without Sluice's conflist, table and VXLAN device.
 func TestHelmInstall(t *testing.T) {
-	if _, err := os.Stat("/usr/include/seccomp.h"); err != nil && !kubebuild.NodeRuntimeBuilt() {
-		t.Skip("real nodes need runc built with seccomp, and libseccomp's headers are missing: apt-get install libseccomp-dev")
-	}
-	if _, err := kubebuild.EnsureNodeRuntime(context.Background(), os.Stdout); err != nil {
-		t.Fatal(err)
-	}
 	dir := t.TempDir()
-	static := filepath.Join(dir, "sluice-lab")
-	build := exec.Command("go", "build", "-o", static, "github.com/sluice-net/sluice/cmd/sluice-lab")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build a static sluice-lab: %v\n%s", err, out)
-	}
-	const testImage = "localhost/sluice-lab/e2e-testserver:latest"
-	pause, server := filepath.Join(dir, "pause.tar"), filepath.Join(dir, "testserver.tar")
-	if err := writeOCIArchive(pause, lab.DefaultSandboxImage, static, []string{"/sluice-lab", "serve", "--name=pause"}); err != nil {
-		t.Fatal(err)
-	}
-	if err := writeOCIArchive(server, testImage, static, []string{"/sluice-lab"}); err != nil {
-		t.Fatal(err)
-	}
+	pause, server, testImage := realNodeImages(t, dir)
 	sluiceImage := buildSluiceImage(t, "e2e-1")
 
 	e := startLab(t, "helm", "--runtime", "containerd", "--nodes", "3", "--install", "helm",

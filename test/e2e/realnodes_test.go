@@ -49,34 +49,8 @@ spec:
 // pause image `sluice-lab serve` without ports (it holds the sandbox's
 // namespaces and exits on SIGTERM).
 func TestRealNodes(t *testing.T) {
-	if _, err := os.Stat("/usr/include/seccomp.h"); err != nil && !kubebuild.NodeRuntimeBuilt() {
-		t.Skip("real nodes need runc built with seccomp, and libseccomp's headers are missing: apt-get install libseccomp-dev")
-	}
-	for _, tool := range []string{"unshare", "nsenter"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("real nodes need %s (util-linux)", tool)
-		}
-	}
-	if _, err := kubebuild.EnsureNodeRuntime(context.Background(), os.Stdout); err != nil {
-		t.Fatal(err)
-	}
-
 	dir := t.TempDir()
-	static := filepath.Join(dir, "sluice-lab")
-	build := exec.Command("go", "build", "-o", static, "github.com/sluice-net/sluice/cmd/sluice-lab")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build a static sluice-lab: %v\n%s", err, out)
-	}
-	const testImage = "localhost/sluice-lab/e2e-testserver:latest"
-	pause := filepath.Join(dir, "pause.tar")
-	server := filepath.Join(dir, "testserver.tar")
-	if err := writeOCIArchive(pause, lab.DefaultSandboxImage, static, []string{"/sluice-lab", "serve", "--name=pause"}); err != nil {
-		t.Fatal(err)
-	}
-	if err := writeOCIArchive(server, testImage, static, []string{"/sluice-lab"}); err != nil {
-		t.Fatal(err)
-	}
+	pause, server, testImage := realNodeImages(t, dir)
 
 	e := startLab(t, "real", "--runtime", "containerd", "--nodes", "2", "--image-archive", pause, "--image-archive", server)
 	st := e.must(t, "status")
@@ -158,6 +132,40 @@ func TestRealNodes(t *testing.T) {
 	if err := realNodesLeft(e.cfg); err != nil {
 		t.Error(err)
 	}
+}
+
+// realNodeImages skips the test where real nodes cannot run, builds their runtime, and
+// makes two images from a static sluice-lab in dir: the pause image (`sluice-lab serve`
+// without ports holds the sandbox's namespaces and exits on SIGTERM) and a test server
+// image, named testImage, whose pods run `/sluice-lab serve` and `/sluice-lab probe`.
+func realNodeImages(t *testing.T, dir string) (pause, server, testImage string) {
+	t.Helper()
+	if _, err := os.Stat("/usr/include/seccomp.h"); err != nil && !kubebuild.NodeRuntimeBuilt() {
+		t.Skip("real nodes need runc built with seccomp, and libseccomp's headers are missing: apt-get install libseccomp-dev")
+	}
+	for _, tool := range []string{"unshare", "nsenter"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("real nodes need %s (util-linux)", tool)
+		}
+	}
+	if _, err := kubebuild.EnsureNodeRuntime(context.Background(), os.Stdout); err != nil {
+		t.Fatal(err)
+	}
+	static := filepath.Join(dir, "sluice-lab")
+	build := exec.Command("go", "build", "-o", static, "github.com/sluice-net/sluice/cmd/sluice-lab")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build a static sluice-lab: %v\n%s", err, out)
+	}
+	testImage = "localhost/sluice-lab/e2e-testserver:latest"
+	pause, server = filepath.Join(dir, "pause.tar"), filepath.Join(dir, "testserver.tar")
+	if err := writeOCIArchive(pause, lab.DefaultSandboxImage, static, []string{"/sluice-lab", "serve", "--name=pause"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeOCIArchive(server, testImage, static, []string{"/sluice-lab"}); err != nil {
+		t.Fatal(err)
+	}
+	return pause, server, testImage
 }
 
 // realNodesLeft looks for what real nodes make outside the state

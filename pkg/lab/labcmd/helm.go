@@ -17,22 +17,7 @@ func helmCommand(stateDir *string) *cobra.Command {
 		Short:              "Run the pinned Helm (" + kubebuild.HelmVersion + ") against the lab",
 		DisableFlagParsing: true,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var rest []string
-			for i := 0; i < len(args); i++ {
-				a := args[i]
-				switch {
-				case a == "--":
-					rest = append(rest, args[i+1:]...)
-					i = len(args)
-				case a == "--state-dir" && i+1 < len(args):
-					*stateDir = args[i+1]
-					i++
-				case strings.HasPrefix(a, "--state-dir="):
-					*stateDir = strings.TrimPrefix(a, "--state-dir=")
-				default:
-					rest = append(rest, a)
-				}
-			}
+			rest := takeStateDir(args, stateDir)
 			bin, err := kubebuild.EnsureHelm(cmd.Context(), cmd.ErrOrStderr())
 			if err != nil {
 				return err
@@ -45,4 +30,25 @@ func helmCommand(stateDir *string) *cobra.Command {
 			return runExit(bin, rest)
 		},
 	}
+}
+
+// takeStateDir returns args without --state-dir (which it stores) and without the first
+// "--": for commands that hand their arguments to another program unparsed.
+func takeStateDir(args []string, stateDir *string) []string {
+	var rest []string
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		switch {
+		case a == "--":
+			return append(rest, args[i+1:]...)
+		case a == "--state-dir" && i+1 < len(args):
+			*stateDir = args[i+1]
+			i++
+		case strings.HasPrefix(a, "--state-dir="):
+			*stateDir = strings.TrimPrefix(a, "--state-dir=")
+		default:
+			rest = append(rest, a)
+		}
+	}
+	return rest
 }

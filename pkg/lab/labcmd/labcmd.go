@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
@@ -168,22 +167,7 @@ that runs pods in network namespaces through CNI.`,
 		DisableFlagParsing: true,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			// Flag parsing is off so kubectl sees its own flags; pick ours out.
-			var rest []string
-			for i := 0; i < len(args); i++ {
-				a := args[i]
-				switch {
-				case a == "--":
-					rest = append(rest, args[i+1:]...)
-					i = len(args)
-				case a == "--state-dir" && i+1 < len(args):
-					stateDir = args[i+1]
-					i++
-				case strings.HasPrefix(a, "--state-dir="):
-					stateDir = strings.TrimPrefix(a, "--state-dir=")
-				default:
-					rest = append(rest, a)
-				}
-			}
+			rest := takeStateDir(args, &stateDir)
 			l, err := open(cmd)
 			if err != nil {
 				return err
