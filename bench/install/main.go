@@ -53,7 +53,8 @@ var (
 	repeats = flag.Int("repeats", 3, "labs per system (alternating)")
 	pods    = flag.Int("pods", 10, "pods started one at a time per lab")
 	nodes   = flag.Int("nodes", 3, "nodes per lab")
-	out     io.Writer
+	out     io.Writer // stderr and the raw file
+	tab     io.Writer // stdout and the raw file
 )
 
 func main() {
@@ -73,6 +74,7 @@ func main() {
 	must(err)
 	defer f.Close()
 	out = io.MultiWriter(os.Stderr, f)
+	tab = io.MultiWriter(os.Stdout, f)
 	host, _ := os.Hostname()
 	cpu, _ := exec.Command("sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2").Output()
 	fmt.Fprintf(out, "bench-install at %s, %s, %d CPUs,%s, %d repeats, %d nodes, %d pods\n", rev, host, nproc(), strings.TrimRight(string(cpu), "\n"), *repeats, *nodes, *pods)
@@ -260,7 +262,7 @@ func waitSA(ctx context.Context, cs kubernetes.Interface, ns string) {
 }
 
 func table(samples []sample) {
-	fmt.Printf("| system | helm install → 3 nodes' pods networked (s) | pod start, create → Ready (ms) |\n| --- | --- | --- |\n")
+	fmt.Fprintf(tab, "| system | helm install → 3 nodes' pods networked (s) | pod start, create → Ready (ms) |\n| --- | --- | --- |\n")
 	med := map[system][2]time.Duration{}
 	for _, sys := range []system{sluice, bridge} {
 		var inst, starts []time.Duration
@@ -273,10 +275,10 @@ func table(samples []sample) {
 		mi, lo, hi := stats(inst)
 		ms, slo, shi := stats(starts)
 		med[sys] = [2]time.Duration{mi, ms}
-		fmt.Printf("| %s | %.2f (%.2f–%.2f, %d labs) | %d (%d–%d, %d pods) |\n", sys, mi.Seconds(), lo.Seconds(), hi.Seconds(), len(inst),
+		fmt.Fprintf(tab, "| %s | %.2f (%.2f–%.2f, %d labs) | %d (%d–%d, %d pods) |\n", sys, mi.Seconds(), lo.Seconds(), hi.Seconds(), len(inst),
 			ms.Milliseconds(), slo.Milliseconds(), shi.Milliseconds(), len(starts))
 	}
-	fmt.Printf("| Sluice / bridge | %.2f | %.2f |\n", ratio(med[sluice][0], med[bridge][0]), ratio(med[sluice][1], med[bridge][1]))
+	fmt.Fprintf(tab, "| Sluice / bridge | %.2f | %.2f |\n", ratio(med[sluice][0], med[bridge][0]), ratio(med[sluice][1], med[bridge][1]))
 }
 
 func stats(d []time.Duration) (med, lo, hi time.Duration) {
