@@ -17,6 +17,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -77,8 +78,24 @@ func BinDir() string {
 	h := sha256.New()
 	h.Write(kubeMod)
 	h.Write(kubeSum)
+	h.Write([]byte(buildFormat))
 	key := fmt.Sprintf("kube-%s-etcd-%s-%s", kube, etcd, hex.EncodeToString(h.Sum(nil))[:8])
 	return filepath.Join(CacheRoot(), key, "bin")
+}
+
+// buildFormat changes whenever the way the binaries are built changes, so that a cache
+// made the old way is not reused.
+const buildFormat = "version-ldflags-1"
+
+// versionLDFlags stamp the Kubernetes binaries with their release, as the release build
+// does: without it they report v0.0.0-master, and clients that check the server's version
+// (Helm's kubeVersion, kubectl version skew) refuse or warn.
+func versionLDFlags() string {
+	kube, _ := Versions()
+	major, minor, _ := strings.Cut(strings.TrimPrefix(kube, "v"), ".")
+	minor, _, _ = strings.Cut(minor, ".")
+	const v = "k8s.io/component-base/version."
+	return fmt.Sprintf("-X %sgitVersion=%s -X %sgitMajor=%s -X %sgitMinor=%s -X %sgitTreeState=clean", v, kube, v, major, v, minor, v)
 }
 
 // Path returns the cached binary name, or an error telling how to build it.
@@ -176,7 +193,7 @@ func findGo() (string, error) {
 // progress and keeping the tail of its output for the error message.
 func goBuild(ctx context.Context, out io.Writer, gobin, dir, dst, pkg string, start time.Time) error {
 	env := append(os.Environ(), "GOFLAGS=-mod=mod", "GOWORK=off")
-	return runGo(ctx, out, gobin, dir, env, []string{"build", "-v", "-o", dst, pkg}, filepath.Base(dst), start)
+	return runGo(ctx, out, gobin, dir, env, []string{"build", "-v", "-ldflags", versionLDFlags(), "-o", dst, pkg}, filepath.Base(dst), start)
 }
 
 // runGo runs the go command with args in dir, reporting progress under name.
