@@ -31,7 +31,7 @@ spec:
   - name: server
     image: %[4]s
     imagePullPolicy: Never
-    args: ["serve", "--name=$(POD_NAME)", "--tcp=8080", "--udp=8081"]
+    args: ["--tcp=8080", "--udp=8081"]
     env:
     - name: POD_NAME
       valueFrom: {fieldRef: {fieldPath: metadata.name}}
@@ -121,7 +121,7 @@ func TestHelmInstall(t *testing.T) {
 		pods[name] = e.getPod(t, ns, name)
 	}
 	probe := func(from, proto, addr string) (string, int) {
-		return e.sh("kubectl", "--", "-n", ns, "exec", from, "--", "/sluice-lab", "probe", proto, addr, "--timeout", "2s")
+		return e.sh("kubectl", "--", "-n", ns, "exec", from, "--", "sluice-lab", "probe", proto, addr, "--timeout", "2s")
 	}
 	// Every pod reaches every other, across nodes, over TCP and UDP, with its own address.
 	for _, from := range []string{"a", "b", "c"} {
@@ -280,7 +280,7 @@ func helmRollingUpgrade(t *testing.T, e *labEnv, dir, ns, testImage string, pods
 		t.Errorf("agent images after the upgrade %q, before %q: want three, none the old", newImages, oldImages)
 	}
 	// The new agents keep b isolated from a (the policy was never opened).
-	if out, code := e.sh("kubectl", "--", "-n", ns, "exec", "a", "--", "/sluice-lab", "probe", "tcp", pods["b"].Status.PodIP+":8080", "--timeout", "2s"); code == 0 {
+	if out, code := e.sh("kubectl", "--", "-n", ns, "exec", "a", "--", "sluice-lab", "probe", "tcp", pods["b"].Status.PodIP+":8080", "--timeout", "2s"); code == 0 {
 		t.Errorf("a → b after the upgrade: reached (%q), but b admits only c", out)
 	}
 	for name, p := range pods {

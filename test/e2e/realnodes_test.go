@@ -3,12 +3,8 @@
 package e2e
 
 import (
-	"archive/tar"
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -18,6 +14,7 @@ import (
 	"time"
 
 	"github.com/sluice-net/sluice/pkg/lab"
+	"github.com/sluice-net/sluice/pkg/lab/image"
 	"github.com/sluice-net/sluice/pkg/lab/kubebuild"
 )
 
@@ -31,7 +28,7 @@ spec:
   - name: server
     image: %[4]s
     imagePullPolicy: Never
-    args: ["serve", "--name=$(POD_NAME)", "--tcp=8080"]
+    args: ["--tcp=8080"]
     env:
     - name: POD_NAME
       valueFrom: {fieldRef: {fieldPath: metadata.name}}
@@ -94,7 +91,7 @@ func TestRealNodes(t *testing.T) {
 
 	// Real containers: a's server is a process of its own, in the pod's
 	// cgroup under node1's cgroup root, with the image's root file system.
-	pid, err := lab.PodPid(a.Metadata.UID)
+	pid, err := lab.PodProcess(a.Metadata.UID, "serve")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,15 +99,15 @@ func TestRealNodes(t *testing.T) {
 	if !strings.Contains(string(cg), e.cfg.NodeCgroupRoot("node1")+"/kubepods") {
 		t.Errorf("pod a's process %d is not under node1's cgroup root %s:\n%s", pid, e.cfg.NodeCgroupRoot("node1"), cg)
 	}
-	if _, err := os.Stat(fmt.Sprintf("/proc/%d/root/sluice-lab", pid)); err != nil {
-		t.Errorf("pod a's process %d does not see the image's /sluice-lab: %v", pid, err)
+	if _, err := os.Stat(fmt.Sprintf("/proc/%d/root/usr/local/bin/sluice-lab", pid)); err != nil {
+		t.Errorf("pod a's process %d does not see the image's /usr/local/bin/sluice-lab: %v", pid, err)
 	}
 
 	// Across nodes over TCP, each way, from inside the containers
 	// (kubectl exec through the real kubelets): the server names itself
 	// and sees the client's pod address, not a NATed one.
 	for _, c := range []struct{ from, to podStatus }{{a, b}, {b, a}} {
-		out := e.kubectl(t, "-n", ns, "exec", c.from.Metadata.Name, "--", "/sluice-lab", "probe", "tcp", c.to.Status.PodIP+":8080")
+		out := e.kubectl(t, "-n", ns, "exec", c.from.Metadata.Name, "--", "sluice-lab", "probe", "tcp", c.to.Status.PodIP+":8080")
 		if want := c.to.Metadata.Name + " " + c.from.Status.PodIP + ":"; !strings.HasPrefix(out, want) {
 			t.Errorf("%s → %s: got %q, want %q…", c.from.Metadata.Name, c.to.Metadata.Name, out, want)
 		}
@@ -135,9 +132,9 @@ func TestRealNodes(t *testing.T) {
 }
 
 // realNodeImages skips the test where real nodes cannot run, builds their runtime, and
-// makes two images from a static sluice-lab in dir: the pause image (`sluice-lab serve`
-// without ports holds the sandbox's namespaces and exits on SIGTERM) and a test server
-// image, named testImage, whose pods run `/sluice-lab serve` and `/sluice-lab probe`.
+// makes the lab's pause and test-server images (`sluice-lab images`' own, built from this
+// source tree) in dir. The test server's entrypoint is `sluice-lab serve`; its pods run
+// `sluice-lab probe` too.
 func realNodeImages(t *testing.T, dir string) (pause, server, testImage string) {
 	t.Helper()
 	if _, err := os.Stat("/usr/include/seccomp.h"); err != nil && !kubebuild.NodeRuntimeBuilt() {
@@ -151,21 +148,14 @@ func realNodeImages(t *testing.T, dir string) (pause, server, testImage string) 
 	if _, err := kubebuild.EnsureNodeRuntime(context.Background(), os.Stdout); err != nil {
 		t.Fatal(err)
 	}
-	static := filepath.Join(dir, "sluice-lab")
-	build := exec.Command("go", "build", "-o", static, "github.com/sluice-net/sluice/cmd/sluice-lab")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build a static sluice-lab: %v\n%s", err, out)
-	}
-	testImage = "localhost/sluice-lab/e2e-testserver:latest"
-	pause, server = filepath.Join(dir, "pause.tar"), filepath.Join(dir, "testserver.tar")
-	if err := writeOCIArchive(pause, lab.DefaultSandboxImage, static, []string{"/sluice-lab", "serve", "--name=pause"}); err != nil {
+	imgs, err := image.EnsureLabImages(context.Background(), image.LabOptions{OutDir: dir, BinDir: dir, Version: "e2e", Log: os.Stdout})
+	if err != nil {
 		t.Fatal(err)
 	}
-	if err := writeOCIArchive(server, testImage, static, []string{"/sluice-lab"}); err != nil {
-		t.Fatal(err)
+	if imgs.Pause.Ref != lab.DefaultSandboxImage {
+		t.Fatalf("the pause image is %s, but real nodes' containerd runs %s", imgs.Pause.Ref, lab.DefaultSandboxImage)
 	}
-	return pause, server, testImage
+	return imgs.Pause.Archive, imgs.TestServer.Archive, imgs.TestServer.Ref
 }
 
 // realNodesLeft looks for what real nodes make outside the state
@@ -199,61 +189,4 @@ func realNodesLeft(c *lab.Config) error {
 		return fmt.Errorf("process %s (%q) is still in a node's cgroup:\n%s", filepath.Dir(p), bytes.ReplaceAll(cmd, []byte{0}, []byte{' '}), b)
 	}
 	return nil
-}
-
-// writeOCIArchive writes an OCI image layout archive (as `ctr images
-// import` reads) of a one-layer image holding bin as /sluice-lab.
-func writeOCIArchive(path, name, bin string, entrypoint []string) error {
-	exe, err := os.ReadFile(bin)
-	if err != nil {
-		return err
-	}
-	var layer bytes.Buffer
-	tw := tar.NewWriter(&layer)
-	tw.WriteHeader(&tar.Header{Name: "sluice-lab", Mode: 0o755, Size: int64(len(exe)), ModTime: time.Unix(0, 0)})
-	tw.Write(exe)
-	if err := tw.Close(); err != nil {
-		return err
-	}
-	blobs := map[string][]byte{}
-	add := func(b []byte) (string, int) {
-		s := sha256.Sum256(b)
-		d := "sha256:" + hex.EncodeToString(s[:])
-		blobs[d] = b
-		return d, len(b)
-	}
-	ld, ls := add(layer.Bytes())
-	cfg, _ := json.Marshal(map[string]any{
-		"architecture": "amd64", "os": "linux",
-		"config": map[string]any{"Entrypoint": entrypoint},
-		"rootfs": map[string]any{"type": "layers", "diff_ids": []string{ld}},
-	})
-	cd, cs := add(cfg)
-	man, _ := json.Marshal(map[string]any{
-		"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-		"config": map[string]any{"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": cs},
-		"layers": []any{map[string]any{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": ld, "size": ls}},
-	})
-	md, ms := add(man)
-	index, _ := json.Marshal(map[string]any{
-		"schemaVersion": 2,
-		"manifests": []any{map[string]any{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md, "size": ms,
-			"annotations": map[string]string{"io.containerd.image.name": name, "org.opencontainers.image.ref.name": "latest"}}},
-	})
-	f, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	out := tar.NewWriter(f)
-	file := func(n string, b []byte) {
-		out.WriteHeader(&tar.Header{Name: n, Mode: 0o644, Size: int64(len(b)), ModTime: time.Unix(0, 0)})
-		out.Write(b)
-	}
-	file("oci-layout", []byte(`{"imageLayoutVersion":"1.0.0"}`))
-	file("index.json", index)
-	for d, b := range blobs {
-		file("blobs/sha256/"+strings.TrimPrefix(d, "sha256:"), b)
-	}
-	return out.Close()
 }
