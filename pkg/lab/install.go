@@ -1,16 +1,10 @@
 package lab
 
 import (
-	"archive/tar"
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
-	"io/fs"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -62,38 +56,16 @@ func (c *Config) validateInstall() error {
 // ArchiveImageName reads the image name an OCI layout archive carries in its index
 // (the annotation `ctr images import` names the image by).
 func ArchiveImageName(archive string) (string, error) {
-	f, err := os.Open(archive)
+	idx, err := image.ReadArchiveIndex(archive)
 	if err != nil {
 		return "", err
 	}
-	defer f.Close()
-	tr := tar.NewReader(f)
-	for {
-		h, err := tr.Next()
-		if errors.Is(err, io.EOF) {
-			return "", fmt.Errorf("%s: no index.json (not an OCI image layout archive)", archive)
+	for _, m := range idx.Manifests {
+		if n := m.Annotations[image.AnnotationImageName]; n != "" {
+			return n, nil
 		}
-		if err != nil {
-			return "", fmt.Errorf("%s: %w", archive, err)
-		}
-		if strings.TrimPrefix(h.Name, "./") != "index.json" {
-			continue
-		}
-		var idx struct {
-			Manifests []struct {
-				Annotations map[string]string `json:"annotations"`
-			} `json:"manifests"`
-		}
-		if err := json.NewDecoder(tr).Decode(&idx); err != nil {
-			return "", fmt.Errorf("%s: index.json: %w", archive, err)
-		}
-		for _, m := range idx.Manifests {
-			if n := m.Annotations["io.containerd.image.name"]; n != "" {
-				return n, nil
-			}
-		}
-		return "", fmt.Errorf("%s: index.json names no image (annotation io.containerd.image.name)", archive)
 	}
+	return "", fmt.Errorf("%s: index.json names no image (annotation %s)", archive, image.AnnotationImageName)
 }
 
 // splitImage splits name:tag (the tag after the last colon that follows the last slash).
@@ -130,21 +102,7 @@ func (c *Config) writeChart() (string, error) {
 	dir := c.Path("chart", "sluice")
 	os.RemoveAll(dir)
 	os.Remove(c.chartInstalledPath())
-	err := fs.WalkDir(deploy.Chart(), ".", func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		dst := filepath.Join(dir, p)
-		if d.IsDir() {
-			return os.MkdirAll(dst, 0o755)
-		}
-		b, err := fs.ReadFile(deploy.Chart(), p)
-		if err != nil {
-			return err
-		}
-		return os.WriteFile(dst, b, 0o644)
-	})
-	return dir, err
+	return dir, os.CopyFS(dir, deploy.Chart())
 }
 
 // installChart imports the Sluice image into every node and installs (or upgrades) the
@@ -217,24 +175,20 @@ func (l *Lab) buildSluiceImage(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("%w (run from the repository, or build one with `make images`)", err)
 	}
+	// Only the Sluice image: the nodes' pause and test-server images come from
+	// ensureNodeImages.
 	dir := l.C.Path("images")
 	bin := filepath.Join(dir, "bin")
-	names := append(slices.Clone(image.SluiceBinaries), image.PauseBinary, image.LabBinary)
-	if err := image.GoBuild(ctx, src, bin, version.Version, l.Out, names...); err != nil {
+	if err := image.GoBuild(ctx, src, bin, version.Version, l.Out, image.SluiceBinaries...); err != nil {
 		return "", err
 	}
-	m, err := image.BuildAll(ctx, image.Options{OutDir: dir, BinDir: bin, Log: l.Out})
+	o := image.Options{OutDir: dir, BinDir: bin, Log: l.Out, Rootfs: image.DefaultRootfs()}
+	rfs, err := image.EnsureRootfs(ctx, o.Rootfs, false, l.Out)
 	if err != nil {
 		return "", err
 	}
-	r, ok := m.Get("sluice")
-	if !ok {
-		return "", errors.New("the image build wrote no sluice image")
-	}
-	if !filepath.IsAbs(r.Archive) {
-		r.Archive = filepath.Join(dir, r.Archive) // images.json names archives relative to it
-	}
-	return r.Archive, nil
+	r, err := image.BuildSluice(o, rfs)
+	return r.Archive, err
 }
 
 // ensureNodeImages gives a new lab of real nodes the pause and test-server images when

@@ -370,22 +370,31 @@ func (l *Lab) ImportImages(ctx context.Context, archives ...string) error {
 	if !kubebuild.NodeRuntimeBuilt() {
 		return fmt.Errorf("the node runtime is not built in %s: run `sluice-lab build --runtime containerd`", bin)
 	}
+	if err := l.C.addImageArchives(archives); err != nil {
+		return fmt.Errorf("image archive: %w", err)
+	}
+	if err := l.C.Save(); err != nil {
+		return err
+	}
+	return l.importMissing(ctx, bin)
+}
+
+// addImageArchives records archives (made absolute, each checked to exist) among the
+// lab's images, once each.
+func (c *Config) addImageArchives(archives []string) error {
 	for _, a := range archives {
 		a, err := filepath.Abs(a)
 		if err != nil {
 			return err
 		}
 		if _, err := os.Stat(a); err != nil {
-			return fmt.Errorf("image archive: %w", err)
+			return err
 		}
-		if !slices.Contains(l.C.ImageArchives, a) {
-			l.C.ImageArchives = append(l.C.ImageArchives, a)
+		if !slices.Contains(c.ImageArchives, a) {
+			c.ImageArchives = append(c.ImageArchives, a)
 		}
 	}
-	if err := l.C.Save(); err != nil {
-		return err
-	}
-	return l.importMissing(ctx, bin)
+	return nil
 }
 
 // stopStaleNodes stops a real node's containerd and kubelet when its

@@ -141,20 +141,11 @@ func Up(ctx context.Context, o UpOptions, out io.Writer) (*Lab, error) {
 		// ports itself.
 		return nil, errors.New("--demo runs on the lab kubelet only; with --runtime containerd, deploy pods with images imported by --image-archive")
 	}
-	for _, a := range o.ImageArchives {
-		if !c.RealNodes() {
-			return nil, fmt.Errorf("--image-archive: the lab kubelet runs no images (start a lab with --runtime containerd)")
-		}
-		a, err := filepath.Abs(a)
-		if err != nil {
-			return nil, err
-		}
-		if _, err := os.Stat(a); err != nil {
-			return nil, fmt.Errorf("--image-archive: %w", err)
-		}
-		if !slices.Contains(c.ImageArchives, a) {
-			c.ImageArchives = append(c.ImageArchives, a)
-		}
+	if len(o.ImageArchives) > 0 && !c.RealNodes() {
+		return nil, fmt.Errorf("--image-archive: the lab kubelet runs no images (start a lab with --runtime containerd)")
+	}
+	if err := c.addImageArchives(o.ImageArchives); err != nil {
+		return nil, fmt.Errorf("--image-archive: %w", err)
 	}
 	self, err := os.Executable()
 	if err != nil {

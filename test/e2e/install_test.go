@@ -21,26 +21,6 @@ import (
 	"github.com/sluice-net/sluice/pkg/netns"
 )
 
-const helmPodTmpl = `apiVersion: v1
-kind: Pod
-metadata: {name: %[1]s, namespace: %[2]s, labels: {app: web, name: %[1]s}}
-spec:
-  nodeSelector: {kubernetes.io/hostname: %[3]s}
-  terminationGracePeriodSeconds: 2
-  containers:
-  - name: server
-    image: %[4]s
-    imagePullPolicy: Never
-    args: ["--tcp=8080", "--udp=8081"]
-    env:
-    - name: POD_NAME
-      valueFrom: {fieldRef: {fieldPath: metadata.name}}
-    ports: [{containerPort: 8080}, {containerPort: 8081, protocol: UDP}]
-    readinessProbe:
-      tcpSocket: {port: 8080}
-      periodSeconds: 1
-`
-
 // buildSluiceImage builds Sluice's image archive as `make images` does (static binaries,
 // `sluice-lab images`) with the given version, and returns the archive's path.
 func buildSluiceImage(t *testing.T, version string) string {
@@ -104,7 +84,7 @@ func TestHelmInstall(t *testing.T) {
 	})
 	var docs []string
 	for i, name := range []string{"a", "b", "c"} {
-		docs = append(docs, fmt.Sprintf(helmPodTmpl, name, ns, fmt.Sprintf("node%d", i+1), testImage))
+		docs = append(docs, fmt.Sprintf(realPodTmpl, name, ns, fmt.Sprintf("node%d", i+1), testImage))
 	}
 	f := filepath.Join(dir, "pods.yaml")
 	os.WriteFile(f, []byte(strings.Join(docs, "---\n")), 0o644)
@@ -255,7 +235,7 @@ func helmRollingUpgrade(t *testing.T, e *labEnv, dir, ns, testImage string, pods
 	// A pod created while the agents roll starts and is networked.
 	time.Sleep(2 * time.Second)
 	f := filepath.Join(dir, "pod-d.yaml")
-	os.WriteFile(f, []byte(fmt.Sprintf(helmPodTmpl, "d", ns, "node3", testImage)), 0o644)
+	os.WriteFile(f, []byte(fmt.Sprintf(realPodTmpl, "d", ns, "node3", testImage)), 0o644)
 	e.kubectl(t, "apply", "-f", f)
 	up := <-upgrade
 	if !strings.HasPrefix(up, "exit 0") {

@@ -18,9 +18,11 @@ import (
 	"github.com/sluice-net/sluice/pkg/lab/kubebuild"
 )
 
+// realPodTmpl is a test-server pod on a real node (name, namespace, node, image), labelled
+// app=web and name=NAME, serving TCP 8080 and UDP 8081.
 const realPodTmpl = `apiVersion: v1
 kind: Pod
-metadata: {name: %[1]s, namespace: %[2]s}
+metadata: {name: %[1]s, namespace: %[2]s, labels: {app: web, name: %[1]s}}
 spec:
   nodeSelector: {kubernetes.io/hostname: %[3]s}
   terminationGracePeriodSeconds: 2
@@ -28,11 +30,11 @@ spec:
   - name: server
     image: %[4]s
     imagePullPolicy: Never
-    args: ["--tcp=8080"]
+    args: ["--tcp=8080", "--udp=8081"]
     env:
     - name: POD_NAME
       valueFrom: {fieldRef: {fieldPath: metadata.name}}
-    ports: [{containerPort: 8080}]
+    ports: [{containerPort: 8080}, {containerPort: 8081, protocol: UDP}]
     readinessProbe:
       tcpSocket: {port: 8080}
       periodSeconds: 1
