@@ -155,7 +155,7 @@ func (c *Config) clusterServiceProxy() string {
 	return v1alpha1.ServiceProxySluice
 }
 
-// labBindings grants the lab's certificate identities the roles in deploy/rbac.
+// labBindings grants the lab's certificate identities the chart's ClusterRoles.
 const labBindings = `apiVersion: rbac.authorization.k8s.io/v1
 kind: ClusterRoleBinding
 metadata: {name: sluice-lab-controller}

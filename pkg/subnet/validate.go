@@ -75,7 +75,7 @@ const minHostBits = 2
 
 // Parse checks the address part of a ClusterNetwork spec and returns its pools in order.
 // It reports every problem, each once: a check that needs a value that is itself bad is
-// skipped. The rules are those of the CRD's CEL validation (deploy/crds), so that a spec the
+// skipped. The rules are those of the CRD's CEL validation (deploy/helm/sluice/crds), so that a spec the
 // API server admitted and the controller's view of it agree:
 //
 //   - at least one cluster network;

@@ -117,8 +117,8 @@ that runs pods in network namespaces through CNI.`,
 	up.Flags().StringVar(&serviceProxy, "service-proxy", "", "sluice (default: the agents load-balance Services), kube-proxy-nftables or kube-proxy-iptables (new lab only)")
 	up.Flags().StringVar(&runtime, "runtime", "", "lab (default: the lab kubelet, pods are network namespaces) or containerd (real kubelet, containerd and runc on every node; new lab only)")
 	up.Flags().StringVar(&install, "install", "", "how Sluice gets onto the nodes: processes (default: the lab starts controllers and agents) or helm (the chart, as a user installs it; needs --runtime containerd; new lab only)")
-	up.Flags().StringVar(&sluiceImage, "sluice-image", "", "with --install helm: the OCI archive of Sluice's image (`make images` writes it; default: built from the source tree sluice-lab runs in)")
-	up.Flags().StringSliceVar(&imageArchives, "image-archive", nil, "with --runtime containerd: an image archive (OCI layout or docker save tar) to import into every node's containerd (repeatable; remembered for nodes added later)")
+	up.Flags().StringVar(&sluiceImage, "sluice-image", "", "with --install helm: the OCI archive of Sluice's image, as make images writes it (default: built from the source tree sluice-lab runs in)")
+	up.Flags().StringSliceVar(&imageArchives, "image-archive", nil, "with --runtime containerd: an image archive (OCI layout or docker save tar) to import into every node's containerd (repeatable; remembered for nodes added later; default for a new lab: the pause and test-server images of sluice-lab images, built from the source tree)")
 	up.Flags().StringVar(&sluiceBinDir, "sluice-bin-dir", "", "directory with sluice-controller, sluice-agent, sluice-cni (default: beside sluice-lab)")
 
 	down := &cobra.Command{
