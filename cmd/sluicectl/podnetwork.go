@@ -19,7 +19,6 @@ import (
 
 	sluicev1alpha1 "github.com/sluice-net/sluice/pkg/apis/sluice/v1alpha1"
 	"github.com/sluice-net/sluice/pkg/client/clientset/versioned"
-	"github.com/sluice-net/sluice/pkg/controller/netnamespace"
 )
 
 // clients are the API clients of the commands that talk to a cluster.
@@ -71,7 +70,7 @@ VNID; in Multitenant mode pods reach pods of the same netID, and netID 0 (global
 is reached by all.
 
 Each command asks sluice-controller for the change by setting the annotation
-` + netnamespace.AnnotationChange + ` on the NetNamespaces, waits until the controller
+` + sluicev1alpha1.AnnotationMultitenantChange + ` on the NetNamespaces, waits until the controller
 has applied it (--timeout), and prints the resulting netIDs. The controller makes the changes
 one at a time, so that a netID it hands out to isolate a namespace is never handed out twice.
 
@@ -89,7 +88,7 @@ could not be reached or the change was not applied within --timeout.`,
 			if o.to == "" {
 				return badInput("--to: the namespace to join is required")
 			}
-			return o.run(cmd, netnamespace.ChangeJoinPrefix+o.to, args)
+			return o.run(cmd, sluicev1alpha1.MultitenantChangeJoinPrefix+o.to, args)
 		},
 	}
 	join.Flags().StringVar(&o.to, "to", "", "the namespace whose netID the others get")
@@ -98,7 +97,7 @@ could not be reached or the change was not applied within --timeout.`,
 		Short: "Give each namespace a netID of its own (one it already holds alone is kept)",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return o.run(cmd, netnamespace.ChangeIsolate, args)
+			return o.run(cmd, sluicev1alpha1.MultitenantChangeIsolate, args)
 		},
 	}
 	global := &cobra.Command{
@@ -106,7 +105,7 @@ could not be reached or the change was not applied within --timeout.`,
 		Short: "Give namespaces netID 0: their pods reach and are reached by every pod",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return o.run(cmd, netnamespace.ChangeGlobal, args)
+			return o.run(cmd, sluicev1alpha1.MultitenantChangeGlobal, args)
 		},
 	}
 	cmd.AddCommand(join, isolate, global)
@@ -131,7 +130,7 @@ func (o *podNetworkOptions) run(cmd *cobra.Command, change string, args []string
 		}
 	}
 	shown := targets // the namespaces whose netIDs are printed
-	if o.to != "" && change == netnamespace.ChangeJoinPrefix+o.to {
+	if o.to != "" && change == sluicev1alpha1.MultitenantChangeJoinPrefix+o.to {
 		for _, msg := range validation.IsDNS1123Label(o.to) {
 			bad = append(bad, fmt.Sprintf("--to %q: not a namespace name: %s", o.to, msg))
 		}
@@ -170,10 +169,10 @@ func (o *podNetworkOptions) run(cmd *cobra.Command, change string, args []string
 
 	// One merge patch each: the request, and no answer to an earlier one.
 	patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:%q,%q:null}}}`,
-		netnamespace.AnnotationChange, change, netnamespace.AnnotationChangeError)
+		sluicev1alpha1.AnnotationMultitenantChange, change, sluicev1alpha1.AnnotationMultitenantChangeError)
 	for _, n := range targets {
 		if _, err := c.sluice.SluiceV1alpha1().NetNamespaces().Patch(ctx, n, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
-			return failed(fmt.Sprintf("ask for %s=%s on NetNamespace %s: %v", netnamespace.AnnotationChange, change, n, err))
+			return failed(fmt.Sprintf("ask for %s=%s on NetNamespace %s: %v", sluicev1alpha1.AnnotationMultitenantChange, change, n, err))
 		}
 	}
 
@@ -191,7 +190,7 @@ func (o *podNetworkOptions) run(cmd *cobra.Command, change string, args []string
 				still = append(still, n)
 			case err != nil:
 				return failed(fmt.Sprintf("get NetNamespace %s: %v", n, err))
-			case nn.Annotations[netnamespace.AnnotationChange] != "":
+			case nn.Annotations[sluicev1alpha1.AnnotationMultitenantChange] != "":
 				still = append(still, n)
 			default:
 				result[n] = nn
@@ -206,7 +205,7 @@ func (o *podNetworkOptions) run(cmd *cobra.Command, change string, args []string
 			var lines []string
 			for _, n := range waiting {
 				lines = append(lines, fmt.Sprintf("namespace %s: the change %s=%s was not applied within %v (is sluice-controller running?)",
-					n, netnamespace.AnnotationChange, change, o.timeout))
+					n, sluicev1alpha1.AnnotationMultitenantChange, change, o.timeout))
 			}
 			return failed(lines...)
 		case <-time.After(pollInterval):
@@ -234,7 +233,7 @@ func (o *podNetworkOptions) run(cmd *cobra.Command, change string, args []string
 
 	var refused []string
 	for _, n := range targets {
-		if msg := result[n].Annotations[netnamespace.AnnotationChangeError]; msg != "" {
+		if msg := result[n].Annotations[sluicev1alpha1.AnnotationMultitenantChangeError]; msg != "" {
 			refused = append(refused, fmt.Sprintf("namespace %s: sluice-controller refused the change: %s", n, msg))
 		}
 	}

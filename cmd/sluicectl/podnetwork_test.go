@@ -236,7 +236,7 @@ func TestPodNetworkBadInput(t *testing.T) {
 	}
 	// The request stays for a controller to apply later.
 	nn, err := c.sluice.SluiceV1alpha1().NetNamespaces().Get(context.Background(), "a", metav1.GetOptions{})
-	if err != nil || nn.Annotations[netnamespace.AnnotationChange] != netnamespace.ChangeIsolate {
+	if err != nil || nn.Annotations[sluicev1alpha1.AnnotationMultitenantChange] != sluicev1alpha1.MultitenantChangeIsolate {
 		t.Errorf("NetNamespace a after a timed-out isolate: %v, %v", nn.Annotations, err)
 	}
 }

@@ -10,9 +10,10 @@
 // informer's initial list before it allocates anything.
 //
 // Multitenant operations (join, isolate, make global) are asked for with the annotation
-// AnnotationChange on a NetNamespace; the controller applies them one at a time, under the
-// same lock as allocation, so that a fresh VNID is never handed out twice. Operators may also
-// edit spec.netID by hand: the controller keeps what they wrote. See README.md.
+// v1alpha1.AnnotationMultitenantChange on a NetNamespace; the controller applies them one at
+// a time, under the same lock as allocation, so that a fresh VNID is never handed out twice.
+// Operators may also edit spec.netID by hand: the controller keeps what they wrote. See
+// README.md.
 package netnamespace
 
 import (
@@ -39,31 +40,6 @@ import (
 
 // ControllerName is the component name of events and logs.
 const ControllerName = "sluice-netnamespace-controller"
-
-// Annotations of a NetNamespace.
-const (
-	// AnnotationChange asks the controller to change the NetNamespace's netID. Its value is
-	// ChangeGlobal, ChangeIsolate, or ChangeJoinPrefix followed by the namespace to join
-	// ("join:frontend"). The controller removes it in the same update that applies the
-	// change, or sets AnnotationChangeError instead when the change cannot be made.
-	AnnotationChange = "sluice.dev/multitenant-change"
-	// AnnotationChangeError is the controller's answer to a change it could not make: what
-	// was asked and why not. A new request should remove it.
-	AnnotationChangeError = "sluice.dev/multitenant-change-error"
-	// AnnotationAllocatedNetID records a netID the controller handed out as unique (on
-	// creation or isolation). While spec.netID equals it, the namespace is meant to be alone
-	// on its VNID, so another NetNamespace that holds it too is a duplicate to settle. When
-	// they differ, spec.netID was set on purpose (a join, or an operator's edit) and sharing
-	// it is intended.
-	AnnotationAllocatedNetID = "sluice.dev/allocated-netid"
-)
-
-// Values of AnnotationChange.
-const (
-	ChangeGlobal     = "global"
-	ChangeIsolate    = "isolate"
-	ChangeJoinPrefix = "join:"
-)
 
 // netIDIndex indexes the NetNamespace cache by spec.netID.
 const netIDIndex = "netID"

@@ -16,12 +16,12 @@ func TestAllocation(t *testing.T) {
 	wantNetIDs(t, f, "a=2 b=3 default=0 kube-system=1")
 	for name, id := range map[string]string{"a": "2", "b": "3", "kube-system": "1"} {
 		nn := f.get(name)
-		if nn.Spec.NetName != name || nn.Annotations[AnnotationAllocatedNetID] != id {
-			t.Errorf("%s: netname %q, %s=%q; want %q and %q", name, nn.Spec.NetName, AnnotationAllocatedNetID, nn.Annotations[AnnotationAllocatedNetID], name, id)
+		if nn.Spec.NetName != name || nn.Annotations[sluicev1alpha1.AnnotationAllocatedNetID] != id {
+			t.Errorf("%s: netname %q, %s=%q; want %q and %q", name, nn.Spec.NetName, sluicev1alpha1.AnnotationAllocatedNetID, nn.Annotations[sluicev1alpha1.AnnotationAllocatedNetID], name, id)
 		}
 	}
-	if a := f.get("default").Annotations[AnnotationAllocatedNetID]; a != "" {
-		t.Errorf("default: %s=%q; the global netID is not an allocation", AnnotationAllocatedNetID, a)
+	if a := f.get("default").Annotations[sluicev1alpha1.AnnotationAllocatedNetID]; a != "" {
+		t.Errorf("default: %s=%q; the global netID is not an allocation", sluicev1alpha1.AnnotationAllocatedNetID, a)
 	}
 	if ev := c.drainEvents(); !hasEvent(ev, "Normal", ReasonAllocated, "netID 2 to namespace a") {
 		t.Errorf("events %q: no %s for a", ev, ReasonAllocated)
@@ -153,10 +153,10 @@ func TestJoinIsolateGlobal(t *testing.T) {
 	wantNetIDs(t, f, "a=1 b=1 c=1 d=4 default=0")
 	for _, n := range []string{"b", "c"} {
 		nn := f.get(n)
-		if _, ok := nn.Annotations[AnnotationChange]; ok {
+		if _, ok := nn.Annotations[sluicev1alpha1.AnnotationMultitenantChange]; ok {
 			t.Errorf("%s: the request is still there after it was applied", n)
 		}
-		if _, ok := nn.Annotations[AnnotationAllocatedNetID]; ok {
+		if _, ok := nn.Annotations[sluicev1alpha1.AnnotationAllocatedNetID]; ok {
 			t.Errorf("%s: a joined namespace still records an allocation: %v", n, nn.Annotations)
 		}
 	}
@@ -165,28 +165,28 @@ func TestJoinIsolateGlobal(t *testing.T) {
 	}
 
 	// Isolate a: it shares 1 with b and c, so it gets the lowest free netID; b and c keep 1.
-	f.request("a", ChangeIsolate)
+	f.request("a", sluicev1alpha1.MultitenantChangeIsolate)
 	c.settle()
 	wantNetIDs(t, f, "a=2 b=1 c=1 d=4 default=0")
 	// Isolate b and c: b shares with c and moves; c is then alone on 1 and keeps it.
-	f.request("b", ChangeIsolate)
-	f.request("c", ChangeIsolate)
+	f.request("b", sluicev1alpha1.MultitenantChangeIsolate)
+	f.request("c", sluicev1alpha1.MultitenantChangeIsolate)
 	c.refresh()
 	c.syncNames("b", "c") // c's from a cache that still shows b on 1: our write counts
 	c.settle()
 	wantNetIDs(t, f, "a=2 b=3 c=1 d=4 default=0")
 	for _, n := range []string{"a", "b", "c"} {
 		nn := f.get(n)
-		if nn.Annotations[AnnotationAllocatedNetID] != netIDKey(nn.Spec.NetID) {
-			t.Errorf("%s: isolated but %s=%q, netID %d", n, AnnotationAllocatedNetID, nn.Annotations[AnnotationAllocatedNetID], nn.Spec.NetID)
+		if nn.Annotations[sluicev1alpha1.AnnotationAllocatedNetID] != netIDKey(nn.Spec.NetID) {
+			t.Errorf("%s: isolated but %s=%q, netID %d", n, sluicev1alpha1.AnnotationAllocatedNetID, nn.Annotations[sluicev1alpha1.AnnotationAllocatedNetID], nn.Spec.NetID)
 		}
 	}
 
 	// Global, and back.
-	f.request("d", ChangeGlobal)
+	f.request("d", sluicev1alpha1.MultitenantChangeGlobal)
 	c.settle()
 	wantNetIDs(t, f, "a=2 b=3 c=1 d=0 default=0")
-	f.request("d", ChangeIsolate)
+	f.request("d", sluicev1alpha1.MultitenantChangeIsolate)
 	c.settle()
 	wantNetIDs(t, f, "a=2 b=3 c=1 d=4 default=0")
 	// Joining a global namespace makes global.
@@ -197,7 +197,7 @@ func TestJoinIsolateGlobal(t *testing.T) {
 	f.request("b", "join:b")
 	c.settle()
 	wantNetIDs(t, f, "a=0 b=3 c=1 d=4 default=0")
-	if _, ok := f.get("b").Annotations[AnnotationChange]; ok {
+	if _, ok := f.get("b").Annotations[sluicev1alpha1.AnnotationMultitenantChange]; ok {
 		t.Error("b: a no-op request was not removed")
 	}
 }
@@ -213,9 +213,9 @@ func TestChangesBeforeCacheCatchesUp(t *testing.T) {
 	c.refresh()
 	c.syncNames("b", "c")
 	// Not refreshed: a is isolated from a cache that still shows b=2 and c=3.
-	f.request("a", ChangeIsolate)
-	f.request("b", ChangeIsolate)
-	f.request("c", ChangeIsolate)
+	f.request("a", sluicev1alpha1.MultitenantChangeIsolate)
+	f.request("b", sluicev1alpha1.MultitenantChangeIsolate)
+	f.request("c", sluicev1alpha1.MultitenantChangeIsolate)
 	c.refresh() // the cache shows the requests, and b and c joined to a
 	c.syncNames("a", "b", "c")
 	c.settle()
@@ -244,7 +244,7 @@ func TestOperatorEditsKept(t *testing.T) {
 	wantNetIDs(t, f, "a=1 b=1 c=100")
 	// The allocation records no longer match: dropped, so that sharing 1 with a is no
 	// duplicate to settle.
-	if _, ok := f.get("b").Annotations[AnnotationAllocatedNetID]; ok {
+	if _, ok := f.get("b").Annotations[sluicev1alpha1.AnnotationAllocatedNetID]; ok {
 		t.Error("b: stale allocation record kept after a hand edit")
 	}
 	// Freed 2 is reused; 100 is held and is not.
@@ -319,16 +319,16 @@ func TestBadInput(t *testing.T) {
 		{"a", "join:nope", "namespace nope has no NetNamespace to join"},
 		{"a", "join:", "no namespace to join"},
 		{"a", "frobnicate", `sluice.dev/multitenant-change="frobnicate": unknown request`},
-		{"default", ChangeIsolate, "namespace default is global by the controller's configuration and cannot be isolated"},
+		{"default", sluicev1alpha1.MultitenantChangeIsolate, "namespace default is global by the controller's configuration and cannot be isolated"},
 		{"default", "join:a", "namespace default is global by the controller's configuration and cannot join namespace a"},
 	} {
 		f.request(tc.name, tc.req)
 		c.settle()
 		nn := f.get(tc.name)
-		if msg := nn.Annotations[AnnotationChangeError]; !strings.Contains(msg, tc.want) {
-			t.Errorf("%s %q: %s=%q, want it to contain %q", tc.name, tc.req, AnnotationChangeError, msg, tc.want)
+		if msg := nn.Annotations[sluicev1alpha1.AnnotationMultitenantChangeError]; !strings.Contains(msg, tc.want) {
+			t.Errorf("%s %q: %s=%q, want it to contain %q", tc.name, tc.req, sluicev1alpha1.AnnotationMultitenantChangeError, msg, tc.want)
 		}
-		if _, ok := nn.Annotations[AnnotationChange]; ok {
+		if _, ok := nn.Annotations[sluicev1alpha1.AnnotationMultitenantChange]; ok {
 			t.Errorf("%s %q: the refused request is still there", tc.name, tc.req)
 		}
 		if ev := c.drainEvents(); !hasEvent(ev, "Warning", ReasonChangeFailed, tc.want) {
@@ -337,9 +337,9 @@ func TestBadInput(t *testing.T) {
 		wantNetIDs(t, f, "a=1 b=2 default=0 m=4")
 	}
 	// A new request clears the old error.
-	f.request("a", ChangeGlobal)
+	f.request("a", sluicev1alpha1.MultitenantChangeGlobal)
 	c.settle()
-	if nn := f.get("a"); nn.Spec.NetID != 0 || nn.Annotations[AnnotationChangeError] != "" {
+	if nn := f.get("a"); nn.Spec.NetID != 0 || nn.Annotations[sluicev1alpha1.AnnotationMultitenantChangeError] != "" {
 		t.Errorf("a: netID %d annotations %v after make-global", nn.Spec.NetID, nn.Annotations)
 	}
 }
@@ -353,14 +353,14 @@ func TestExhaustion(t *testing.T) {
 	if ev := c.drainEvents(); !hasEvent(ev, "Warning", ReasonExhausted, "all netIDs 1 to 3 are held") {
 		t.Errorf("events %q: no %s", ev, ReasonExhausted)
 	}
-	f.request("a", ChangeIsolate) // alone on 1 already: keeps it
+	f.request("a", sluicev1alpha1.MultitenantChangeIsolate) // alone on 1 already: keeps it
 	f.request("b", "join:c")
 	c.settle()
 	wantNetIDs(t, f, "a=1 b=3 c=3 d=2")
-	f.request("b", ChangeIsolate)
+	f.request("b", sluicev1alpha1.MultitenantChangeIsolate)
 	c.settle()
-	if msg := f.get("b").Annotations[AnnotationChangeError]; !strings.Contains(msg, "all netIDs 1 to 3 are held") {
-		t.Errorf("isolate with no free netID: %s=%q", AnnotationChangeError, msg)
+	if msg := f.get("b").Annotations[sluicev1alpha1.AnnotationMultitenantChangeError]; !strings.Contains(msg, "all netIDs 1 to 3 are held") {
+		t.Errorf("isolate with no free netID: %s=%q", sluicev1alpha1.AnnotationMultitenantChangeError, msg)
 	}
 }
 

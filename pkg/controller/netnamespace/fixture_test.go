@@ -256,7 +256,7 @@ func netNamespace(name string, netID uint32, annotations ...string) *sluicev1alp
 
 // allocatedNN is a NetNamespace as the controller creates it: netID recorded as allocated.
 func allocatedNN(name string, netID uint32) *sluicev1alpha1.NetNamespace {
-	return netNamespace(name, netID, AnnotationAllocatedNetID, netIDKey(netID))
+	return netNamespace(name, netID, sluicev1alpha1.AnnotationAllocatedNetID, netIDKey(netID))
 }
 
 // netIDs returns the fake API's NetNamespaces as "name=netID", sorted by name.
@@ -297,11 +297,11 @@ func (f *fixture) deleteNamespace(name string) {
 	}
 }
 
-// request sets AnnotationChange on a NetNamespace as sluicectl does (a merge patch that also
-// removes an old error).
+// request asks for a multitenant change on a NetNamespace as sluicectl does (a merge patch
+// that also removes an old error).
 func (f *fixture) request(name, change string) {
 	f.t.Helper()
-	patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:%q,%q:null}}}`, AnnotationChange, change, AnnotationChangeError)
+	patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:%q,%q:null}}}`, sluicev1alpha1.AnnotationMultitenantChange, change, sluicev1alpha1.AnnotationMultitenantChangeError)
 	if _, err := f.sluice.SluiceV1alpha1().NetNamespaces().Patch(context.Background(), name, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
 		f.t.Fatal(err)
 	}

@@ -80,7 +80,7 @@ func (c *Controller) create(ctx context.Context, ns *corev1.Namespace) error {
 			return nil
 		}
 		nn.Spec.NetID = id
-		nn.Annotations = map[string]string{AnnotationAllocatedNetID: netIDKey(id)}
+		nn.Annotations = map[string]string{sluicev1alpha1.AnnotationAllocatedNetID: netIDKey(id)}
 	}
 	created, err := c.sluice.SluiceV1alpha1().NetNamespaces().Create(ctx, nn, metav1.CreateOptions{})
 	if apierrors.IsAlreadyExists(err) {
@@ -139,35 +139,35 @@ func (c *Controller) syncExisting(ctx context.Context, nn *sluicev1alpha1.NetNam
 			"spec.netname %q is not metadata.name %q: a NetNamespace is named after its namespace; the netID applies to namespace %s",
 			nn.Spec.NetName, nn.Name, nn.Name)
 	}
-	if req, ok := nn.Annotations[AnnotationChange]; ok {
+	if req, ok := nn.Annotations[sluicev1alpha1.AnnotationMultitenantChange]; ok {
 		return c.applyChange(ctx, nn, req)
 	}
 	if nn.Spec.NetID > c.maxNetID() {
 		return c.replaceInvalid(ctx, nn)
 	}
-	if a, ok := nn.Annotations[AnnotationAllocatedNetID]; ok && a != netIDKey(nn.Spec.NetID) {
+	if a, ok := nn.Annotations[sluicev1alpha1.AnnotationAllocatedNetID]; ok && a != netIDKey(nn.Spec.NetID) {
 		// spec.netID was changed by hand since we allocated: the operator's value is kept,
 		// and sharing it with others is on purpose.
 		updated := nn.DeepCopy()
-		delete(updated.Annotations, AnnotationAllocatedNetID)
+		delete(updated.Annotations, sluicev1alpha1.AnnotationAllocatedNetID)
 		return c.update(ctx, nn, updated)
 	}
 	return c.settleDuplicate(ctx, nn)
 }
 
-// applyChange carries out the AnnotationChange request req on nn and removes the request in
-// the same update, or answers with AnnotationChangeError.
+// applyChange carries out the multitenant change req asked for on nn and removes the request
+// in the same update, or answers with AnnotationMultitenantChangeError.
 func (c *Controller) applyChange(ctx context.Context, nn *sluicev1alpha1.NetNamespace, req string) error {
 	logger := klog.FromContext(ctx)
 	c.allocMu.Lock()
 	defer c.allocMu.Unlock()
 
 	updated := nn.DeepCopy()
-	delete(updated.Annotations, AnnotationChange)
-	delete(updated.Annotations, AnnotationChangeError)
+	delete(updated.Annotations, sluicev1alpha1.AnnotationMultitenantChange)
+	delete(updated.Annotations, sluicev1alpha1.AnnotationMultitenantChangeError)
 	fail := func(why string) error {
-		msg := fmt.Sprintf("%s=%q: %s", AnnotationChange, req, why)
-		updated.Annotations[AnnotationChangeError] = msg
+		msg := fmt.Sprintf("%s=%q: %s", sluicev1alpha1.AnnotationMultitenantChange, req, why)
+		updated.Annotations[sluicev1alpha1.AnnotationMultitenantChangeError] = msg
 		c.recorder.Event(nn, corev1.EventTypeWarning, ReasonChangeFailed, msg)
 		logger.Info("Refused a multitenant change", "request", req, "reason", why)
 		return c.update(ctx, nn, updated)
@@ -175,10 +175,10 @@ func (c *Controller) applyChange(ctx context.Context, nn *sluicev1alpha1.NetName
 
 	id := nn.Spec.NetID
 	switch {
-	case req == ChangeGlobal:
+	case req == sluicev1alpha1.MultitenantChangeGlobal:
 		id = 0
-		delete(updated.Annotations, AnnotationAllocatedNetID)
-	case req == ChangeIsolate:
+		delete(updated.Annotations, sluicev1alpha1.AnnotationAllocatedNetID)
+	case req == sluicev1alpha1.MultitenantChangeIsolate:
 		if c.global[nn.Name] {
 			return fail(fmt.Sprintf("namespace %s is global by the controller's configuration and cannot be isolated", nn.Name))
 		}
@@ -188,14 +188,14 @@ func (c *Controller) applyChange(ctx context.Context, nn *sluicev1alpha1.NetName
 				return fail(fmt.Sprintf("all netIDs 1 to %d are held", c.maxNetID()))
 			}
 		}
-		updated.Annotations[AnnotationAllocatedNetID] = netIDKey(id)
-	case strings.HasPrefix(req, ChangeJoinPrefix):
-		to := strings.TrimPrefix(req, ChangeJoinPrefix)
+		updated.Annotations[sluicev1alpha1.AnnotationAllocatedNetID] = netIDKey(id)
+	case strings.HasPrefix(req, sluicev1alpha1.MultitenantChangeJoinPrefix):
+		to := strings.TrimPrefix(req, sluicev1alpha1.MultitenantChangeJoinPrefix)
 		if c.global[nn.Name] {
 			return fail(fmt.Sprintf("namespace %s is global by the controller's configuration and cannot join namespace %s", nn.Name, to))
 		}
 		if to == "" {
-			return fail("no namespace to join after " + ChangeJoinPrefix)
+			return fail("no namespace to join after " + sluicev1alpha1.MultitenantChangeJoinPrefix)
 		}
 		target, ok := c.effective(to)
 		if !ok {
@@ -206,10 +206,10 @@ func (c *Controller) applyChange(ctx context.Context, nn *sluicev1alpha1.NetName
 		}
 		if to != nn.Name {
 			id = target.Spec.NetID
-			delete(updated.Annotations, AnnotationAllocatedNetID) // shared on purpose
+			delete(updated.Annotations, sluicev1alpha1.AnnotationAllocatedNetID) // shared on purpose
 		}
 	default:
-		return fail(fmt.Sprintf("unknown request; want %q, %q or %q followed by a namespace", ChangeGlobal, ChangeIsolate, ChangeJoinPrefix))
+		return fail(fmt.Sprintf("unknown request; want %q, %q or %q followed by a namespace", sluicev1alpha1.MultitenantChangeGlobal, sluicev1alpha1.MultitenantChangeIsolate, sluicev1alpha1.MultitenantChangeJoinPrefix))
 	}
 
 	updated.Spec.NetID = id
@@ -234,7 +234,7 @@ func (c *Controller) replaceInvalid(ctx context.Context, nn *sluicev1alpha1.NetN
 	}
 	updated := nn.DeepCopy()
 	updated.Spec.NetID = id
-	setAnnotation(updated, AnnotationAllocatedNetID, netIDKey(id))
+	setAnnotation(updated, sluicev1alpha1.AnnotationAllocatedNetID, netIDKey(id))
 	if err := c.update(ctx, nn, updated); err != nil {
 		return err
 	}
@@ -296,7 +296,7 @@ func (c *Controller) settleDuplicate(ctx context.Context, nn *sluicev1alpha1.Net
 	}
 	updated := nn.DeepCopy()
 	updated.Spec.NetID = id
-	updated.Annotations[AnnotationAllocatedNetID] = netIDKey(id)
+	updated.Annotations[sluicev1alpha1.AnnotationAllocatedNetID] = netIDKey(id)
 	if err := c.update(ctx, nn, updated); err != nil {
 		return err
 	}
@@ -328,7 +328,7 @@ func setAnnotation(nn *sluicev1alpha1.NetNamespace, k, v string) {
 
 // allocated reports whether nn's netID is the one the controller allocated to it as unique.
 func allocated(nn *sluicev1alpha1.NetNamespace) bool {
-	a, ok := nn.Annotations[AnnotationAllocatedNetID]
+	a, ok := nn.Annotations[sluicev1alpha1.AnnotationAllocatedNetID]
 	return ok && a == netIDKey(nn.Spec.NetID)
 }
 

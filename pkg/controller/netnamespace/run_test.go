@@ -9,6 +9,7 @@ import (
 	kubeinformers "k8s.io/client-go/informers"
 	"k8s.io/client-go/tools/record"
 
+	sluicev1alpha1 "github.com/sluice-net/sluice/pkg/apis/sluice/v1alpha1"
 	sluiceinformers "github.com/sluice-net/sluice/pkg/client/informers/externalversions"
 )
 
@@ -46,8 +47,8 @@ func TestRunWithInformers(t *testing.T) {
 	f.request("b", "join:a")
 	f.request("c", "join:a")
 	waitFor("b and c joined a", "a=1 b=1 c=1 default=0")
-	f.request("b", ChangeIsolate)
-	f.request("c", ChangeIsolate)
+	f.request("b", sluicev1alpha1.MultitenantChangeIsolate)
+	f.request("c", sluicev1alpha1.MultitenantChangeIsolate)
 	// b and c share 1 with a (and each other): the first isolated moves to a free netID (2
 	// or 3, in whatever order the workers take them), the other then shares only with a and
 	// moves too.
@@ -59,7 +60,7 @@ func TestRunWithInformers(t *testing.T) {
 		t.Fatalf("b and c isolated: %s", f.netIDs())
 	}
 	f.deleteNamespace("a")
-	f.request("c", ChangeGlobal)
+	f.request("c", sluicev1alpha1.MultitenantChangeGlobal)
 	err = wait.PollUntilContextTimeout(ctx, 10*time.Millisecond, 20*time.Second, true, func(context.Context) (bool, error) {
 		got := f.netIDs()
 		return got == "b=2 c=0 default=0" || got == "b=3 c=0 default=0", nil
