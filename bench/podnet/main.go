@@ -15,23 +15,24 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"slices"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/containernetworking/cni/libcni"
 	"sigs.k8s.io/knftables"
 
+	"github.com/sluice-net/sluice/bench/internal/host"
+	"github.com/sluice-net/sluice/bench/internal/iperf"
+	"github.com/sluice-net/sluice/bench/internal/stats"
 	"github.com/sluice-net/sluice/pkg/agent/cniserver"
 	"github.com/sluice-net/sluice/pkg/agent/dataplane"
 	"github.com/sluice-net/sluice/pkg/agent/link"
@@ -71,26 +72,15 @@ func fail(msg string) {
 // with a private mount namespace (its pods' namespaces stay private too),
 // and removes everything afterwards.
 func outer() int {
-	self, _ := os.Executable()
 	name := fmt.Sprintf("sluice-bench-%d", os.Getpid())
-	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
-		fail(fmt.Sprintf("ip netns add: %v %s", err, out))
+	if err := host.NetnsAdd(name); err != nil {
+		fail(err.Error())
 	}
-	defer exec.Command("ip", "netns", "del", name).Run()
-	cmd := exec.Command("ip", append([]string{"netns", "exec", name, self}, os.Args[1:]...)...)
-	cmd.Env = append(os.Environ(), innerEnv+"=1")
-	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
-	if err := cmd.Run(); err != nil {
+	defer host.NetnsDel(name)
+	if err := host.InNetns(name, innerEnv).Run(); err != nil {
 		return 1
 	}
 	return 0
-}
-
-func sh(args ...string) error {
-	if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
-		return fmt.Errorf("%s: %w: %s", strings.Join(args, " "), err, out)
-	}
-	return nil
 }
 
 func inner() error {
@@ -100,7 +90,7 @@ func inner() error {
 		return err
 	}
 	defer os.RemoveAll(work)
-	sh("ip", "link", "set", "lo", "up")
+	host.Sh("ip", "link", "set", "lo", "up")
 	if err := link.EnableForwarding(); err != nil {
 		return err
 	}
@@ -141,7 +131,7 @@ func inner() error {
 		ServiceCIDRs: []netip.Prefix{netip.MustParsePrefix("172.30.0.0/16")}}); err != nil {
 		return err
 	}
-	quiet := slog.New(slog.NewTextHandler(os_discard{}, nil))
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	pn := &podnet.Network{IPAM: ipam, Links: podnet.RealLinks{}, Dataplane: dp, Subnet: subnet, MTU: 1450, Log: quiet}
 	pn.SetReady(true)
 	sock := filepath.Join(work, "cni.sock")
@@ -162,9 +152,9 @@ func inner() error {
 "ipam":{"type":"host-local","ranges":[[{"subnet":"10.200.0.0/16"}]],"dataDir":%q}}]}`, filepath.Join(work, "host-local")),
 		"sluice-cni": fmt.Sprintf(`{"cniVersion":"1.1.0","name":"sluice","plugins":[{"type":"sluice-cni","agentSocket":%q}]}`, sock),
 	}
-	host, _ := os.Hostname()
+	hostname, _ := os.Hostname()
 	fmt.Printf("## Pod network (issue 3)\n\nMachine: %s, %d CPUs, %s, kernel %s. Command: `make bench-podnet` (bench/podnet, %d calls per cell).\n\n",
-		host, runtime.NumCPU(), runtime.Version(), kernel(), *calls)
+		hostname, runtime.NumCPU(), runtime.Version(), host.Kernel(), *calls)
 	fmt.Printf("### CNI latency (ms)\n\n| plugin | concurrency | ADD p50 | ADD p99 | DEL p50 | DEL p99 |\n|---|---|---|---|---|---|\n")
 	results := map[string][4]time.Duration{}
 	for _, conc := range []int{1, 20} {
@@ -173,9 +163,9 @@ func inner() error {
 			if err != nil {
 				return fmt.Errorf("%s at %d: %w", impl, conc, err)
 			}
-			r := [4]time.Duration{pct(add, 50), pct(add, 99), pct(del, 50), pct(del, 99)}
+			r := [4]time.Duration{stats.NearestRank(add, 50), stats.NearestRank(add, 99), stats.NearestRank(del, 50), stats.NearestRank(del, 99)}
 			results[fmt.Sprint(impl, conc)] = r
-			fmt.Printf("| %s | %d | %.2f | %.2f | %.2f | %.2f |\n", impl, conc, ms(r[0]), ms(r[1]), ms(r[2]), ms(r[3]))
+			fmt.Printf("| %s | %d | %.2f | %.2f | %.2f | %.2f |\n", impl, conc, stats.Millis(r[0]), stats.Millis(r[1]), stats.Millis(r[2]), stats.Millis(r[3]))
 		}
 	}
 	fmt.Printf("\nRatio sluice / reference, p99 ADD: at 1: **%.2f**, at 20: **%.2f** (target ≤ 1.5).\n\n",
@@ -204,24 +194,6 @@ func inner() error {
 	return nil
 }
 
-type os_discard struct{}
-
-func (os_discard) Write(b []byte) (int, error) { return len(b), nil }
-
-func kernel() string {
-	b, _ := os.ReadFile("/proc/sys/kernel/osrelease")
-	return strings.TrimSpace(string(b))
-}
-
-func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
-
-func pct(d []time.Duration, p int) time.Duration {
-	s := slices.Clone(d)
-	slices.Sort(s)
-	i := (len(s)*p + 99) / 100
-	return s[max(0, min(len(s)-1, i-1))]
-}
-
 // cniLatency times n ADDs and then n DELs at the given concurrency, each
 // into its own fresh network namespace.
 func cniLatency(ctx context.Context, binDir, conf string, n, conc int) (add, del []time.Duration, err error) {
@@ -233,13 +205,13 @@ func cniLatency(ctx context.Context, binDir, conf string, n, conc int) (add, del
 	names := make([]string, n)
 	for i := range names {
 		names[i] = fmt.Sprintf("sb-%s-%d-%d", list.Name, conc, i)
-		if err := sh("ip", "netns", "add", names[i]); err != nil {
+		if err := host.NetnsAdd(names[i]); err != nil {
 			return nil, nil, err
 		}
 	}
 	defer func() {
 		for _, nm := range names {
-			exec.Command("ip", "netns", "del", nm).Run()
+			host.NetnsDel(nm)
 		}
 	}()
 	rt := func(i int) *libcni.RuntimeConf {
@@ -276,42 +248,23 @@ func cniLatency(ctx context.Context, binDir, conf string, n, conc int) (add, del
 	return add, del, nil
 }
 
-// iperf runs an iperf3 server in serverNS and a client in clientNS.
-func iperf(serverNS, clientNS, addr string) (float64, error) {
-	srv := exec.Command("ip", "netns", "exec", serverNS, "iperf3", "-s", "-1")
-	if err := srv.Start(); err != nil {
-		return 0, err
-	}
-	defer srv.Process.Kill()
-	time.Sleep(300 * time.Millisecond)
-	out, err := exec.Command("ip", "netns", "exec", clientNS, "iperf3", "-c", addr, "-t", fmt.Sprint(*seconds), "-J").Output()
-	if err != nil {
-		return 0, fmt.Errorf("iperf3 -c %s: %w: %s", addr, err, out)
-	}
-	var r struct {
-		End struct {
-			SumReceived struct {
-				BitsPerSecond float64 `json:"bits_per_second"`
-			} `json:"sum_received"`
-		} `json:"end"`
-	}
-	if err := json.Unmarshal(out, &r); err != nil {
-		return 0, err
-	}
-	srv.Wait()
-	return r.End.SumReceived.BitsPerSecond / 1e9, nil
+// throughput runs an iperf3 server in serverNS and a client in clientNS.
+func throughput(serverNS, clientNS, addr string) (float64, error) {
+	return iperf.Gbps(exec.Command("ip", "netns", "exec", serverNS, "iperf3", "-s", "-1"),
+		exec.Command("ip", "netns", "exec", clientNS, "iperf3", "-c", addr, "-t", fmt.Sprint(*seconds), "-J"),
+		"iperf3 -c "+addr)
 }
 
 func pairNS(tag string) (a, b string, cleanup func(), err error) {
 	a, b = "sb-"+tag+"-a", "sb-"+tag+"-b"
-	cleanup = func() { exec.Command("ip", "netns", "del", a).Run(); exec.Command("ip", "netns", "del", b).Run() }
+	cleanup = func() { host.NetnsDel(a); host.NetnsDel(b) }
 	for _, n := range []string{a, b} {
-		if err = sh("ip", "netns", "add", n); err != nil {
+		if err = host.NetnsAdd(n); err != nil {
 			return
 		}
-		sh("ip", "-n", n, "link", "set", "lo", "up")
+		host.Sh("ip", "-n", n, "link", "set", "lo", "up")
 	}
-	err = sh("ip", "link", "add", "eth0", "netns", a, "type", "veth", "peer", "name", "eth0", "netns", b)
+	err = host.Sh("ip", "link", "add", "eth0", "netns", a, "type", "veth", "peer", "name", "eth0", "netns", b)
 	return
 }
 
@@ -325,11 +278,11 @@ func throughputBareVeth() (float64, error) {
 		{"ip", "-n", a, "addr", "add", "10.99.0.1/24", "dev", "eth0"}, {"ip", "-n", b, "addr", "add", "10.99.0.2/24", "dev", "eth0"},
 		{"ip", "-n", a, "link", "set", "eth0", "mtu", "1450", "up"}, {"ip", "-n", b, "link", "set", "eth0", "mtu", "1450", "up"},
 	} {
-		if err := sh(c...); err != nil {
+		if err := host.Sh(c...); err != nil {
 			return 0, err
 		}
 	}
-	return iperf(b, a, "10.99.0.2")
+	return throughput(b, a, "10.99.0.2")
 }
 
 // throughputSameNode: two pods on this node, through Sluice's own CNI path.
@@ -338,10 +291,10 @@ func throughputSameNode(ctx context.Context, pn *podnet.Network) (float64, error
 	var names []string
 	for i := range 2 {
 		n := fmt.Sprintf("sb-same-%d", i)
-		if err := sh("ip", "netns", "add", n); err != nil {
+		if err := host.NetnsAdd(n); err != nil {
 			return 0, err
 		}
-		defer exec.Command("ip", "netns", "del", n).Run()
+		defer host.NetnsDel(n)
 		res, err := pn.Add(ctx, &cniserver.Call{ContainerID: "tput-" + n, Netns: netns.Path(n), IfName: "eth0", PodNamespace: "bench", PodName: n})
 		if err != nil {
 			return 0, err
@@ -350,7 +303,7 @@ func throughputSameNode(ctx context.Context, pn *podnet.Network) (float64, error
 		ips = append(ips, res.IPs[0].Address.IP.String())
 		names = append(names, n)
 	}
-	return iperf(names[1], names[0], ips[1])
+	return throughput(names[1], names[0], ips[1])
 }
 
 func throughputBareVXLAN() (float64, error) {
@@ -367,11 +320,11 @@ func throughputBareVXLAN() (float64, error) {
 		{"ip", "-n", a, "addr", "add", "10.98.0.1/24", "dev", "vx0"}, {"ip", "-n", b, "addr", "add", "10.98.0.2/24", "dev", "vx0"},
 		{"ip", "-n", a, "link", "set", "vx0", "up"}, {"ip", "-n", b, "link", "set", "vx0", "up"},
 	} {
-		if err := sh(c...); err != nil {
+		if err := host.Sh(c...); err != nil {
 			return 0, err
 		}
 	}
-	return iperf(b, a, "10.98.0.2")
+	return throughput(b, a, "10.98.0.2")
 }
 
 // throughputCrossNode: two nodes (namespaces on an underlay veth), each with
@@ -390,12 +343,12 @@ func throughputCrossNode(ctx context.Context) (float64, error) {
 	A := side{nodeA, "sb-xn-pa", netip.MustParseAddr("10.99.2.1"), netip.MustParsePrefix("10.128.0.0/23")}
 	B := side{nodeB, "sb-xn-pb", netip.MustParseAddr("10.99.2.2"), netip.MustParsePrefix("10.128.2.0/23")}
 	for _, s := range []side{A, B} {
-		if err := sh("ip", "netns", "add", s.pod); err != nil {
+		if err := host.NetnsAdd(s.pod); err != nil {
 			return 0, err
 		}
-		defer exec.Command("ip", "netns", "del", s.pod).Run()
-		sh("ip", "-n", s.node, "addr", "add", s.ip.String()+"/24", "dev", "eth0")
-		sh("ip", "-n", s.node, "link", "set", "eth0", "up")
+		defer host.NetnsDel(s.pod)
+		host.Sh("ip", "-n", s.node, "addr", "add", s.ip.String()+"/24", "dev", "eth0")
+		host.Sh("ip", "-n", s.node, "link", "set", "eth0", "up")
 	}
 	setup := func(s, peer side) error {
 		return netns.Do(netns.Path(s.node), func() error {
@@ -431,5 +384,5 @@ func throughputCrossNode(ctx context.Context) (float64, error) {
 	if err := setup(B, A); err != nil {
 		return 0, err
 	}
-	return iperf(B.pod, A.pod, B.sub.Addr().Next().Next().String())
+	return throughput(B.pod, A.pod, B.sub.Addr().Next().Next().String())
 }

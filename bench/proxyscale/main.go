@@ -25,7 +25,6 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -37,6 +36,8 @@ import (
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 
+	"github.com/sluice-net/sluice/bench/internal/host"
+	"github.com/sluice-net/sluice/bench/internal/stats"
 	"github.com/sluice-net/sluice/pkg/agent/dataplane"
 	"github.com/sluice-net/sluice/pkg/agent/proxy"
 	"github.com/sluice-net/sluice/pkg/netns"
@@ -86,15 +87,12 @@ type result struct {
 	objects string
 }
 
-func kernel() string {
-	out, _ := exec.Command("uname", "-r").Output()
-	return "Linux " + strings.TrimSpace(string(out))
-}
+func kernel() string { return "Linux " + host.Kernel() }
 
-func pct(ds []time.Duration, p float64) string {
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	return s[int(float64(len(s)-1)*p)].Round(100 * time.Microsecond).String()
+// pct is a change-latency cell: 0.1 ms resolution is what a single
+// partial sync can be told apart at.
+func pct(ds []time.Duration, q float64) string {
+	return stats.FloorQuantile(ds, q).Round(100 * time.Microsecond).String()
 }
 
 func service(i int) *corev1.Service {
@@ -122,10 +120,10 @@ func slice(i, variant int) *discoveryv1.EndpointSlice {
 
 func measure(n int) (result, error) {
 	name := fmt.Sprintf("sluice-proxyscale-%d", os.Getpid())
-	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
-		return result{}, fmt.Errorf("ip netns add: %v: %s", err, out)
+	if err := host.NetnsAdd(name); err != nil {
+		return result{}, err
 	}
-	defer exec.Command("ip", "netns", "del", name).Run()
+	defer host.NetnsDel(name)
 
 	svcs := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc})
 	slices := cache.NewIndexer(cache.MetaNamespaceKeyFunc, proxy.SliceIndexers())
