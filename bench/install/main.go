@@ -28,8 +28,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/sluice-net/sluice/bench/internal/labrun"
+	"github.com/sluice-net/sluice/bench/internal/stats"
 	"github.com/sluice-net/sluice/pkg/lab"
 	"github.com/sluice-net/sluice/pkg/lab/image"
 	"github.com/sluice-net/sluice/pkg/lab/kubebuild"
@@ -114,7 +115,7 @@ func main() {
 func run(ctx context.Context, sys system, state, imgs, plugins string) (sample, error) {
 	s := sample{sys: sys}
 	lab1 := func(args ...string) error {
-		c := exec.Command(labBin, append([]string{"--state-dir", state}, args...)...)
+		c := labrun.Lab{Bin: labBin, StateDir: state}.Command(args...)
 		c.Stdout, c.Stderr = io.Discard, out
 		return c.Run()
 	}
@@ -128,11 +129,10 @@ func run(ctx context.Context, sys system, state, imgs, plugins string) (sample, 
 	if err != nil {
 		return s, err
 	}
-	rc, err := clientcmd.BuildConfigFromFlags("", c.Kubeconfig())
+	cs, err := labrun.Client(c.Kubeconfig(), 0, 0)
 	if err != nil {
 		return s, err
 	}
-	cs := kubernetes.NewForConfigOrDie(rc)
 	m, err := image.ReadManifest(imgs)
 	if err != nil {
 		return s, err
@@ -143,7 +143,7 @@ func run(ctx context.Context, sys system, state, imgs, plugins string) (sample, 
 	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
 		return s, err
 	}
-	waitSA(ctx, cs, ns)
+	labrun.WaitServiceAccount(ctx, cs, ns, 100, 200*time.Millisecond) // pods are refused without it; a create fails below if it never shows
 	var names []string
 	for i, n := range c.NodeNames() {
 		name := fmt.Sprintf("first-%d", i)
@@ -252,15 +252,6 @@ func waitReady(ctx context.Context, cs kubernetes.Interface, ns, name string, ti
 	return fmt.Errorf("not Running and Ready within %s", timeout)
 }
 
-func waitSA(ctx context.Context, cs kubernetes.Interface, ns string) {
-	for i := 0; i < 100; i++ {
-		if _, err := cs.CoreV1().ServiceAccounts(ns).Get(ctx, "default", metav1.GetOptions{}); err == nil {
-			return
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-}
-
 func table(samples []sample) {
 	fmt.Fprintf(tab, "| system | helm install → 3 nodes' pods networked (s) | pod start, create → Ready (ms) |\n| --- | --- | --- |\n")
 	med := map[system][2]time.Duration{}
@@ -272,22 +263,13 @@ func table(samples []sample) {
 				starts = append(starts, s.podStarts...)
 			}
 		}
-		mi, lo, hi := stats(inst)
-		ms, slo, shi := stats(starts)
+		mi, lo, hi := stats.Spread(inst)
+		ms, slo, shi := stats.Spread(starts)
 		med[sys] = [2]time.Duration{mi, ms}
 		fmt.Fprintf(tab, "| %s | %.2f (%.2f–%.2f, %d labs) | %d (%d–%d, %d pods) |\n", sys, mi.Seconds(), lo.Seconds(), hi.Seconds(), len(inst),
 			ms.Milliseconds(), slo.Milliseconds(), shi.Milliseconds(), len(starts))
 	}
 	fmt.Fprintf(tab, "| Sluice / bridge | %.2f | %.2f |\n", ratio(med[sluice][0], med[bridge][0]), ratio(med[sluice][1], med[bridge][1]))
-}
-
-func stats(d []time.Duration) (med, lo, hi time.Duration) {
-	if len(d) == 0 {
-		return
-	}
-	s := slices.Clone(d)
-	slices.Sort(s)
-	return s[len(s)/2], s[0], s[len(s)-1]
 }
 
 func ratio(a, b time.Duration) float64 {

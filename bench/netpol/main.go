@@ -21,7 +21,6 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
-	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -39,8 +38,11 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/sluice-net/sluice/bench/internal/host"
+	"github.com/sluice-net/sluice/bench/internal/iperf"
+	"github.com/sluice-net/sluice/bench/internal/labrun"
+	"github.com/sluice-net/sluice/bench/internal/stats"
 	"github.com/sluice-net/sluice/pkg/lab"
 	"github.com/sluice-net/sluice/pkg/lab/proc"
 	"github.com/sluice-net/sluice/pkg/netns"
@@ -67,7 +69,7 @@ const benchNS = "bench"
 func init() { runtime.LockOSThread() }
 
 type env struct {
-	lab     string // sluice-lab binary
+	lab     labrun.Lab
 	cfg     *lab.Config
 	kube    *kubernetes.Clientset
 	server  podRef
@@ -97,7 +99,7 @@ func main() {
 	if _, err := os.Stat(labBin); err != nil {
 		labBin = "bin/sluice-lab"
 	}
-	e := &env{lab: labBin}
+	e := &env{lab: labrun.Lab{Bin: labBin, StateDir: *stateDir}}
 	defer e.sh("down")
 	if err := e.up(); err != nil {
 		fail(err.Error())
@@ -117,38 +119,27 @@ func logf(format string, a ...any) {
 }
 
 func (e *env) sh(args ...string) (string, error) {
-	out, err := exec.Command(e.lab, append([]string{"--state-dir", *stateDir}, args...)...).CombinedOutput()
+	out, err := e.lab.Command(args...).CombinedOutput()
 	return string(out), err
-}
-
-func freePort() int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		panic(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 func (e *env) up() error {
 	logf("lab up (3 nodes) in %s", *stateDir)
-	if out, err := e.sh("up", "--nodes", "3", "--api-port", strconv.Itoa(freePort())); err != nil {
+	port, err := labrun.FreePort()
+	if err != nil {
+		panic(err)
+	}
+	if out, err := e.sh("up", "--nodes", "3", "--api-port", strconv.Itoa(port)); err != nil {
 		return fmt.Errorf("sluice-lab up: %v\n%s", err, out)
 	}
-	var err error
 	if e.cfg, err = lab.LoadConfig(*stateDir); err != nil {
 		return err
 	}
-	rc, err := clientcmd.BuildConfigFromFlags("", e.cfg.Kubeconfig())
-	if err != nil {
-		return err
-	}
-	rc.QPS, rc.Burst = 500, 1000
-	if e.kube, err = kubernetes.NewForConfig(rc); err != nil {
+	if e.kube, err = labrun.Client(e.cfg.Kubeconfig(), 500, 1000); err != nil {
 		return err
 	}
 	ctx := context.Background()
-	if _, err := e.kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: benchNS}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+	if err := labrun.CreateNamespace(ctx, e.kube, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: benchNS}}); err != nil {
 		return err
 	}
 	// The server on node2, a client on every node, and the load pods the
@@ -172,23 +163,17 @@ func (e *env) up() error {
 	}
 	deadline := time.Now().Add(2 * time.Minute)
 	for _, p := range place {
-		for {
-			pod, err := e.kube.CoreV1().Pods(benchNS).Get(ctx, p.name, metav1.GetOptions{})
-			if err == nil && pod.Status.Phase == corev1.PodRunning && pod.Status.PodIP != "" {
-				ref := podRef{name: p.name, node: p.node, ip: netip.MustParseAddr(pod.Status.PodIP),
-					netns: netns.Path(e.cfg.PodNetnsPrefix(p.node) + string(pod.UID)[:8])}
-				switch p.role {
-				case "server":
-					e.server = ref
-				case "client":
-					e.clients = append(e.clients, ref)
-				}
-				break
-			}
-			if time.Now().After(deadline) {
-				return fmt.Errorf("pod %s not running", p.name)
-			}
-			time.Sleep(300 * time.Millisecond)
+		pod, err := labrun.RunningPod(ctx, e.kube, benchNS, p.name, deadline, 300*time.Millisecond)
+		if err != nil {
+			return err
+		}
+		ref := podRef{name: p.name, node: p.node, ip: netip.MustParseAddr(pod.Status.PodIP),
+			netns: netns.Path(e.cfg.PodNetnsPrefix(p.node) + string(pod.UID)[:8])}
+		switch p.role {
+		case "server":
+			e.server = ref
+		case "client":
+			e.clients = append(e.clients, ref)
 		}
 	}
 	// Ghost nodes hold the load pods: Node objects without a kubelet.
@@ -200,7 +185,7 @@ func (e *env) up() error {
 	}
 	for i := range namespaces {
 		ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("g%d", i), Labels: map[string]string{"team": fmt.Sprintf("t%d", i%10)}}}
-		if _, err := e.kube.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		if err := labrun.CreateNamespace(ctx, e.kube, ns); err != nil {
 			return err
 		}
 	}
@@ -209,40 +194,7 @@ func (e *env) up() error {
 
 // parallel runs f(i) for i in [from, to) on 16 workers.
 func parallel(from, to int, f func(i int) error) error {
-	var mu sync.Mutex
-	var first error
-	var wg sync.WaitGroup
-	next := from
-	for range 16 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				mu.Lock()
-				i := next
-				next++
-				stop := first != nil
-				mu.Unlock()
-				if i >= to || stop {
-					return
-				}
-				if err := f(i); err != nil {
-					mu.Lock()
-					first = cmpErr(first, err)
-					mu.Unlock()
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	return first
-}
-
-func cmpErr(a, b error) error {
-	if a != nil {
-		return a
-	}
-	return b
+	return labrun.Parallel(context.Background(), 16, from, to, f)
 }
 
 // ghostPod i lives in namespace g(i%100) on a ghost node, with the address
@@ -366,19 +318,7 @@ func (e *env) settle() (tableCount, error) {
 // agentMemory: RSS and peak RSS (MiB) of node1's agent.
 func (e *env) agentMemory() (rss, peak float64) {
 	pid := proc.Running(e.cfg.PidFile("sluice-agent-node1"))
-	st, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	for _, l := range strings.Split(string(st), "\n") {
-		f := strings.Fields(l)
-		if len(f) >= 2 && (f[0] == "VmRSS:" || f[0] == "VmHWM:") {
-			kb, _ := strconv.ParseFloat(f[1], 64)
-			if f[0] == "VmRSS:" {
-				rss = kb / 1024
-			} else {
-				peak = kb / 1024
-			}
-		}
-	}
-	return rss, peak
+	return float64(host.StatusKB(pid, "VmRSS")) / 1024, float64(host.StatusKB(pid, "VmHWM")) / 1024
 }
 
 // probeOnce connects from a client pod to the server and reads its reply.
@@ -484,13 +424,6 @@ func (e *env) enforcement() (create, remove []time.Duration, err error) {
 	return create, remove, nil
 }
 
-func pct(ds []time.Duration, p float64) time.Duration {
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	i := int(float64(len(s)-1) * p)
-	return s[i]
-}
-
 // connRate opens connections from c1 (node1) to the server (node2)
 // one after another for the run's duration.
 func (e *env) connRate() (perSec float64, mean time.Duration) {
@@ -510,30 +443,12 @@ func (e *env) connRate() (perSec float64, mean time.Duration) {
 	return float64(n) / float64(*seconds), total / time.Duration(n)
 }
 
-func (e *env) iperf() (float64, error) {
-	srv := exec.Command("nsenter", "--net="+e.server.netns, "iperf3", "-s", "-1", "-p", "5201")
-	if err := srv.Start(); err != nil {
-		return 0, err
-	}
-	defer srv.Process.Kill()
-	time.Sleep(300 * time.Millisecond)
-	out, err := exec.Command("nsenter", "--net="+e.clients[0].netns, "iperf3", "-c", e.server.ip.String(), "-p", "5201",
-		"-t", strconv.Itoa(*seconds), "-J").Output()
-	if err != nil {
-		return 0, fmt.Errorf("iperf3: %w: %s", err, out)
-	}
-	var r struct {
-		End struct {
-			SumReceived struct {
-				BitsPerSecond float64 `json:"bits_per_second"`
-			} `json:"sum_received"`
-		} `json:"end"`
-	}
-	if err := json.Unmarshal(out, &r); err != nil {
-		return 0, err
-	}
-	srv.Wait()
-	return r.End.SumReceived.BitsPerSecond / 1e9, nil
+// throughput runs iperf3 from c1 (node1) to the server (node2).
+func (e *env) throughput() (float64, error) {
+	return iperf.Gbps(exec.Command("nsenter", "--net="+e.server.netns, "iperf3", "-s", "-1", "-p", "5201"),
+		exec.Command("nsenter", "--net="+e.clients[0].netns, "iperf3", "-c", e.server.ip.String(), "-p", "5201",
+			"-t", strconv.Itoa(*seconds), "-J"),
+		"iperf3")
 }
 
 // serverPolicy makes the server isolated for ingress with one rule admitting
@@ -567,7 +482,7 @@ type sizeResult struct {
 func (e *env) run(sizes [][2]int) error {
 	// Anchor: no policies at all.
 	logf("anchor: throughput and connection rate without policies")
-	tpNone, err := e.iperf()
+	tpNone, err := e.throughput()
 	if err != nil {
 		return err
 	}
@@ -606,21 +521,20 @@ func (e *env) run(sizes [][2]int) error {
 		return err
 	}
 	time.Sleep(2 * time.Second)
-	tpLoad, err := e.iperf()
+	tpLoad, err := e.throughput()
 	if err != nil {
 		return err
 	}
 	rateLoad, latLoad := e.connRate()
 
-	host, _ := os.Hostname()
-	kernel, _ := exec.Command("uname", "-r").Output()
+	hostname, _ := os.Hostname()
 	fmt.Printf("## Isolation (bench/netpol)\n\n`make bench-netpol` (`bench-netpol --sizes %s --iterations %d --seconds %d`) on %s: %d vCPU, kernel %s, %s, %s.\n\n",
-		*sizesF, *iterations, *seconds, host, runtime.NumCPU(), strings.TrimSpace(string(kernel)), runtime.Version(), time.Now().UTC().Format("2006-01-02"))
+		*sizesF, *iterations, *seconds, hostname, runtime.NumCPU(), host.Kernel(), runtime.Version(), time.Now().UTC().Format("2006-01-02"))
 	fmt.Printf("A 3-node lab; load pods are API objects on kubelet-less nodes (every agent knows them); load policies (in one namespace) each isolate one of %d apps whose pods run on every node, and admit one tier of the load pods of one team's namespaces on a named port. Enforcement: an egress deny for a client pod on every node is created, then deleted; the time is until the client on the *last* node sees it (real TCP probes every ~25 ms).\n\n", loadApps)
 	fmt.Printf("| pods | policies | create → enforced everywhere p50 / p99 | delete → lifted everywhere p50 / p99 | isolation chains | rules | set/map elements | agent RSS / peak (MiB) |\n|---|---|---|---|---|---|---|---|\n")
 	for _, r := range results {
 		fmt.Printf("| %d | %d | %s / %s | %s / %s | %d | %d | %d | %.0f / %.0f |\n", r.pods, r.policies,
-			ms(pct(r.create, .5)), ms(pct(r.create, .99)), ms(pct(r.remove, .5)), ms(pct(r.remove, .99)),
+			ms(stats.FloorQuantile(r.create, .5)), ms(stats.FloorQuantile(r.create, .99)), ms(stats.FloorQuantile(r.remove, .5)), ms(stats.FloorQuantile(r.remove, .99)),
 			r.count.chains, r.count.rules, r.count.elements, r.rss, r.peak)
 	}
 	if len(results) > 1 {
