@@ -1,7 +1,8 @@
 // Package netnamespace gives every Namespace a NetNamespace: a cluster-scoped object named
 // after it that carries the namespace's VNID (spec.netID) for Multitenant isolation. Namespace
 // "default" (and any other name in Options.GlobalNamespaces) gets netID 0, global; every
-// other namespace gets the lowest VNID from 1 to MaxNetID that no NetNamespace holds.
+// other namespace gets the lowest VNID from 1 to MaxNetID that no NetNamespace holds. Which
+// VNID to hand out is decided by pkg/vnid; this package reads the caches and writes the API.
 //
 // It is an informer + workqueue controller like pkg/controller/hostsubnet: handlers queue
 // namespace names (a Namespace and its NetNamespace share the name), a worker reconciles each
@@ -19,7 +20,6 @@ package netnamespace
 import (
 	"context"
 	"fmt"
-	"strconv"
 	"sync"
 
 	corev1 "k8s.io/api/core/v1"
@@ -36,6 +36,7 @@ import (
 	sluiceinformers "github.com/sluice-net/sluice/pkg/client/informers/externalversions/sluice/v1alpha1"
 	sluicelisters "github.com/sluice-net/sluice/pkg/client/listers/sluice/v1alpha1"
 	"github.com/sluice-net/sluice/pkg/controller/workers"
+	"github.com/sluice-net/sluice/pkg/vnid"
 )
 
 // ControllerName is the component name of events and logs.
@@ -43,8 +44,6 @@ const ControllerName = "sluice-netnamespace-controller"
 
 // netIDIndex indexes the NetNamespace cache by spec.netID.
 const netIDIndex = "netID"
-
-func netIDKey(id uint32) string { return strconv.FormatUint(uint64(id), 10) }
 
 // Controller keeps one NetNamespace per Namespace.
 type Controller struct {
@@ -57,7 +56,7 @@ type Controller struct {
 	queue     workqueue.TypedRateLimitingInterface[string]
 	recorder  record.EventRecorder
 	global    map[string]bool
-	max       uint32 // largest netID handed out; 0 means MaxNetID (tests lower it)
+	alloc     *vnid.Allocator // tests lower its maximum to reach exhaustion
 
 	// allocMu serialises every write that chooses a netID (creation, isolation, joins,
 	// duplicates): choosing and writing are one step, whatever the number of workers.
@@ -104,7 +103,7 @@ func New(kube kubernetes.Interface, sluice versioned.Interface,
 		if !ok {
 			return nil, nil
 		}
-		return []string{netIDKey(nn.Spec.NetID)}, nil
+		return []string{vnid.Format(nn.Spec.NetID)}, nil
 	}}); err != nil {
 		return nil, fmt.Errorf("netnamespace index: %w", err)
 	}
@@ -119,6 +118,7 @@ func New(kube kubernetes.Interface, sluice versioned.Interface,
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: "netnamespace"}),
 		recorder: recorder,
 		global:   map[string]bool{},
+		alloc:    vnid.New(vnid.Max),
 		pending:  map[string]pendingNetID{},
 	}
 	for _, g := range globals {
@@ -181,7 +181,7 @@ func (c *Controller) enqueueHolders(netID uint32) {
 	if netID == 0 {
 		return
 	}
-	objs, _ := c.netnsIdx.ByIndex(netIDIndex, netIDKey(netID))
+	objs, _ := c.netnsIdx.ByIndex(netIDIndex, vnid.Format(netID))
 	for _, o := range objs {
 		if nn := netNamespaceFrom(o); nn != nil {
 			c.queue.Add(nn.Name)

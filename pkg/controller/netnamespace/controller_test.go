@@ -7,6 +7,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	sluicev1alpha1 "github.com/sluice-net/sluice/pkg/apis/sluice/v1alpha1"
+	"github.com/sluice-net/sluice/pkg/vnid"
 )
 
 func TestAllocation(t *testing.T) {
@@ -177,7 +178,7 @@ func TestJoinIsolateGlobal(t *testing.T) {
 	wantNetIDs(t, f, "a=2 b=3 c=1 d=4 default=0")
 	for _, n := range []string{"a", "b", "c"} {
 		nn := f.get(n)
-		if nn.Annotations[sluicev1alpha1.AnnotationAllocatedNetID] != netIDKey(nn.Spec.NetID) {
+		if nn.Annotations[sluicev1alpha1.AnnotationAllocatedNetID] != vnid.Format(nn.Spec.NetID) {
 			t.Errorf("%s: isolated but %s=%q, netID %d", n, sluicev1alpha1.AnnotationAllocatedNetID, nn.Annotations[sluicev1alpha1.AnnotationAllocatedNetID], nn.Spec.NetID)
 		}
 	}
@@ -347,7 +348,7 @@ func TestBadInput(t *testing.T) {
 func TestExhaustion(t *testing.T) {
 	f := newFixture(t, namespace("a"), namespace("b"), namespace("c"), namespace("d"))
 	c := f.newController()
-	c.max = 3
+	c.alloc = vnid.New(3)
 	c.syncNames("a", "b", "c", "d")
 	wantNetIDs(t, f, "a=1 b=2 c=3")
 	if ev := c.drainEvents(); !hasEvent(ev, "Warning", ReasonExhausted, "all netIDs 1 to 3 are held") {
@@ -361,13 +362,5 @@ func TestExhaustion(t *testing.T) {
 	c.settle()
 	if msg := f.get("b").Annotations[sluicev1alpha1.AnnotationMultitenantChangeError]; !strings.Contains(msg, "all netIDs 1 to 3 are held") {
 		t.Errorf("isolate with no free netID: %s=%q", sluicev1alpha1.AnnotationMultitenantChangeError, msg)
-	}
-}
-
-func TestParseNetID(t *testing.T) {
-	for s, ok := range map[string]bool{"0": true, "16777215": true, "16777216": false, "-1": false, "x": false} {
-		if _, err := ParseNetID(s); (err == nil) != ok {
-			t.Errorf("ParseNetID(%q): err %v", s, err)
-		}
 	}
 }

@@ -25,6 +25,7 @@ import (
 	sluicev1alpha1 "github.com/sluice-net/sluice/pkg/apis/sluice/v1alpha1"
 	sluicefake "github.com/sluice-net/sluice/pkg/client/clientset/versioned/fake"
 	sluiceinformers "github.com/sluice-net/sluice/pkg/client/informers/externalversions"
+	"github.com/sluice-net/sluice/pkg/vnid"
 )
 
 // fixture is one fake API server (a Kubernetes and a Sluice fake clientset) that does what
@@ -256,7 +257,7 @@ func netNamespace(name string, netID uint32, annotations ...string) *sluicev1alp
 
 // allocatedNN is a NetNamespace as the controller creates it: netID recorded as allocated.
 func allocatedNN(name string, netID uint32) *sluicev1alpha1.NetNamespace {
-	return netNamespace(name, netID, sluicev1alpha1.AnnotationAllocatedNetID, netIDKey(netID))
+	return netNamespace(name, netID, sluicev1alpha1.AnnotationAllocatedNetID, vnid.Format(netID))
 }
 
 // netIDs returns the fake API's NetNamespaces as "name=netID", sorted by name.

@@ -2,9 +2,7 @@ package netnamespace
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -14,6 +12,7 @@ import (
 	"k8s.io/klog/v2"
 
 	sluicev1alpha1 "github.com/sluice-net/sluice/pkg/apis/sluice/v1alpha1"
+	"github.com/sluice-net/sluice/pkg/vnid"
 )
 
 // Event reasons.
@@ -28,9 +27,6 @@ const (
 )
 
 func everything() labels.Selector { return labels.Everything() }
-
-// errExhausted: every VNID from 1 to the maximum is held.
-var errExhausted = errors.New("no free netID")
 
 // sync makes the NetNamespace named name match the Namespace named name.
 func (c *Controller) sync(ctx context.Context, name string) error {
@@ -74,13 +70,13 @@ func (c *Controller) create(ctx context.Context, ns *corev1.Namespace) error {
 	if !c.global[ns.Name] {
 		id, err := c.lowestFree()
 		if err != nil {
-			logger.Info("No free netID for namespace", "max", c.maxNetID())
+			logger.Info("No free netID for namespace", "max", c.alloc.Max())
 			c.recorder.Eventf(ns, corev1.EventTypeWarning, ReasonExhausted,
-				"no NetNamespace for this namespace: all netIDs 1 to %d are held; delete namespaces or join some to others", c.maxNetID())
+				"no NetNamespace for this namespace: all netIDs 1 to %d are held; delete namespaces or join some to others", c.alloc.Max())
 			return nil
 		}
 		nn.Spec.NetID = id
-		nn.Annotations = map[string]string{sluicev1alpha1.AnnotationAllocatedNetID: netIDKey(id)}
+		nn.Annotations = map[string]string{sluicev1alpha1.AnnotationAllocatedNetID: vnid.Format(id)}
 	}
 	created, err := c.sluice.SluiceV1alpha1().NetNamespaces().Create(ctx, nn, metav1.CreateOptions{})
 	if apierrors.IsAlreadyExists(err) {
@@ -142,10 +138,10 @@ func (c *Controller) syncExisting(ctx context.Context, nn *sluicev1alpha1.NetNam
 	if req, ok := nn.Annotations[sluicev1alpha1.AnnotationMultitenantChange]; ok {
 		return c.applyChange(ctx, nn, req)
 	}
-	if nn.Spec.NetID > c.maxNetID() {
+	if !c.alloc.Valid(nn.Spec.NetID) {
 		return c.replaceInvalid(ctx, nn)
 	}
-	if a, ok := nn.Annotations[sluicev1alpha1.AnnotationAllocatedNetID]; ok && a != netIDKey(nn.Spec.NetID) {
+	if a, ok := nn.Annotations[sluicev1alpha1.AnnotationAllocatedNetID]; ok && a != vnid.Format(nn.Spec.NetID) {
 		// spec.netID was changed by hand since we allocated: the operator's value is kept,
 		// and sharing it with others is on purpose.
 		updated := nn.DeepCopy()
@@ -182,13 +178,11 @@ func (c *Controller) applyChange(ctx context.Context, nn *sluicev1alpha1.NetName
 		if c.global[nn.Name] {
 			return fail(fmt.Sprintf("namespace %s is global by the controller's configuration and cannot be isolated", nn.Name))
 		}
-		if id == 0 || id > c.maxNetID() || len(c.holders(id, nn.Name)) > 0 {
-			var err error
-			if id, err = c.lowestFree(); err != nil {
-				return fail(fmt.Sprintf("all netIDs 1 to %d are held", c.maxNetID()))
-			}
+		var err error
+		if id, err = c.alloc.Isolate(id, len(c.holders(id, nn.Name)) > 0, c.used()); err != nil {
+			return fail(fmt.Sprintf("all netIDs 1 to %d are held", c.alloc.Max()))
 		}
-		updated.Annotations[sluicev1alpha1.AnnotationAllocatedNetID] = netIDKey(id)
+		updated.Annotations[sluicev1alpha1.AnnotationAllocatedNetID] = vnid.Format(id)
 	case strings.HasPrefix(req, sluicev1alpha1.MultitenantChangeJoinPrefix):
 		to := strings.TrimPrefix(req, sluicev1alpha1.MultitenantChangeJoinPrefix)
 		if c.global[nn.Name] {
@@ -201,7 +195,7 @@ func (c *Controller) applyChange(ctx context.Context, nn *sluicev1alpha1.NetName
 		if !ok {
 			return fail(fmt.Sprintf("namespace %s has no NetNamespace to join", to))
 		}
-		if target.Spec.NetID > c.maxNetID() {
+		if !c.alloc.Valid(target.Spec.NetID) {
 			return fail(fmt.Sprintf("NetNamespace %s has an invalid spec.netID %d", to, target.Spec.NetID))
 		}
 		if to != nn.Name {
@@ -229,18 +223,18 @@ func (c *Controller) replaceInvalid(ctx context.Context, nn *sluicev1alpha1.NetN
 	id, err := c.lowestFree()
 	if err != nil {
 		c.recorder.Eventf(nn, corev1.EventTypeWarning, ReasonInvalidNetID,
-			"spec.netID %d is out of range (0 to %d), and no netID is free to replace it", nn.Spec.NetID, c.maxNetID())
+			"spec.netID %d is out of range (0 to %d), and no netID is free to replace it", nn.Spec.NetID, c.alloc.Max())
 		return nil
 	}
 	updated := nn.DeepCopy()
 	updated.Spec.NetID = id
-	setAnnotation(updated, sluicev1alpha1.AnnotationAllocatedNetID, netIDKey(id))
+	setAnnotation(updated, sluicev1alpha1.AnnotationAllocatedNetID, vnid.Format(id))
 	if err := c.update(ctx, nn, updated); err != nil {
 		return err
 	}
 	klog.FromContext(ctx).Info("Replaced an out-of-range netID", "field", "spec.netID", "value", nn.Spec.NetID, "netID", id)
 	c.recorder.Eventf(nn, corev1.EventTypeWarning, ReasonInvalidNetID,
-		"spec.netID %d is out of range (0 to %d, 24 bits); replaced with the free netID %d", nn.Spec.NetID, c.maxNetID(), id)
+		"spec.netID %d is out of range (0 to %d, 24 bits); replaced with the free netID %d", nn.Spec.NetID, c.alloc.Max(), id)
 	return nil
 }
 
@@ -249,30 +243,26 @@ func (c *Controller) replaceInvalid(ctx context.Context, nn *sluicev1alpha1.NetN
 // (creationTimestamp, then name), the others get the lowest free netID. Sharing a netID
 // that was set on purpose (no AnnotationAllocatedNetID, or one that differs) is left alone.
 func (c *Controller) settleDuplicate(ctx context.Context, nn *sluicev1alpha1.NetNamespace) error {
-	if nn.Spec.NetID == 0 || !allocated(nn) {
+	if nn.Spec.NetID == vnid.Global || !allocated(nn) {
 		return nil
 	}
-	var dups []*sluicev1alpha1.NetNamespace
+	byName := map[string]*sluicev1alpha1.NetNamespace{nn.Name: nn}
+	claims := []vnid.Claim{claimOf(nn)}
 	for _, o := range c.holders(nn.Spec.NetID, nn.Name) {
-		if allocated(o) {
-			dups = append(dups, o)
-		}
+		byName[o.Name] = o
+		claims = append(claims, claimOf(o))
 	}
-	if len(dups) == 0 {
+	keeper, movers, ok := vnid.Duplicates(claims)
+	if !ok {
 		return nil
 	}
-	oldest := nn
-	for _, o := range dups {
-		if older(o, oldest) {
-			oldest = o
-		}
-	}
-	if oldest == nn {
-		for _, o := range dups {
-			c.queue.Add(o.Name) // the younger ones move
+	if keeper.Name == nn.Name {
+		for _, m := range movers {
+			c.queue.Add(m.Name) // the younger ones move
 		}
 		return nil
 	}
+	oldest := byName[keeper.Name]
 	// The cache may be behind: confirm with the API server that the older one still holds
 	// the netID as allocated before changing a netID that pods may use.
 	got, err := c.sluice.SluiceV1alpha1().NetNamespaces().Get(ctx, oldest.Name, metav1.GetOptions{})
@@ -296,7 +286,7 @@ func (c *Controller) settleDuplicate(ctx context.Context, nn *sluicev1alpha1.Net
 	}
 	updated := nn.DeepCopy()
 	updated.Spec.NetID = id
-	updated.Annotations[sluicev1alpha1.AnnotationAllocatedNetID] = netIDKey(id)
+	updated.Annotations[sluicev1alpha1.AnnotationAllocatedNetID] = vnid.Format(id)
 	if err := c.update(ctx, nn, updated); err != nil {
 		return err
 	}
@@ -329,60 +319,33 @@ func setAnnotation(nn *sluicev1alpha1.NetNamespace, k, v string) {
 // allocated reports whether nn's netID is the one the controller allocated to it as unique.
 func allocated(nn *sluicev1alpha1.NetNamespace) bool {
 	a, ok := nn.Annotations[sluicev1alpha1.AnnotationAllocatedNetID]
-	return ok && a == netIDKey(nn.Spec.NetID)
+	return ok && a == vnid.Format(nn.Spec.NetID)
 }
 
-// older orders NetNamespaces by creationTimestamp, then by name (timestamps have a
-// granularity of one second).
-func older(a, b *sluicev1alpha1.NetNamespace) bool {
-	if !a.CreationTimestamp.Equal(&b.CreationTimestamp) {
-		return a.CreationTimestamp.Before(&b.CreationTimestamp)
-	}
-	return a.Name < b.Name
-}
-
-// ParseNetID parses a netID as it appears in annotations and output.
-func ParseNetID(s string) (uint32, error) {
-	n, err := strconv.ParseUint(s, 10, 32)
-	if err != nil || n > sluicev1alpha1.MaxNetID {
-		return 0, fmt.Errorf("%q is not a netID (0 to %d)", s, sluicev1alpha1.MaxNetID)
-	}
-	return uint32(n), nil
+func claimOf(nn *sluicev1alpha1.NetNamespace) vnid.Claim {
+	return vnid.Claim{Name: nn.Name, ID: nn.Spec.NetID, Allocated: allocated(nn), Created: nn.CreationTimestamp.Time}
 }
 
 // The allocator's view: the cache, overlaid with our writes the cache does not show yet.
 
-// maxNetID is the largest netID handed out (tests lower it to reach exhaustion).
-func (c *Controller) maxNetID() uint32 {
-	if c.max != 0 {
-		return c.max
-	}
-	return sluicev1alpha1.MaxNetID
-}
-
-// lowestFree is the lowest netID from 1 that no NetNamespace holds. Call with allocMu held.
-func (c *Controller) lowestFree() (uint32, error) {
-	used := map[uint32]bool{}
-	all, err := c.netnsList.List(everything())
-	if err != nil {
-		return 0, err
-	}
+// used are the netIDs held as we know them: every cached NetNamespace's and those of our
+// writes. Call with allocMu held.
+func (c *Controller) used() []uint32 {
+	all, _ := c.netnsList.List(everything()) // a lister's List never fails
+	ids := make([]uint32, 0, len(all))
 	for _, nn := range all {
-		used[nn.Spec.NetID] = true
+		ids = append(ids, nn.Spec.NetID)
 	}
 	c.pendingMu.Lock()
 	for _, p := range c.pending {
-		used[p.obj.Spec.NetID] = true
+		ids = append(ids, p.obj.Spec.NetID)
 	}
 	c.pendingMu.Unlock()
-	// At most len(used) netIDs are skipped: this is O(number of NetNamespaces).
-	for id := uint32(1); id <= c.maxNetID(); id++ {
-		if !used[id] {
-			return id, nil
-		}
-	}
-	return 0, errExhausted
+	return ids
 }
+
+// lowestFree is the lowest netID from 1 that no NetNamespace holds. Call with allocMu held.
+func (c *Controller) lowestFree() (uint32, error) { return c.alloc.Next(c.used()) }
 
 // effective is the NetNamespace named name as we know it: our pending write, else the cache.
 func (c *Controller) effective(name string) (*sluicev1alpha1.NetNamespace, bool) {
@@ -401,7 +364,7 @@ func (c *Controller) effective(name string) (*sluicev1alpha1.NetNamespace, bool)
 func (c *Controller) holders(netID uint32, except string) []*sluicev1alpha1.NetNamespace {
 	seen := map[string]bool{except: true}
 	var out []*sluicev1alpha1.NetNamespace
-	objs, _ := c.netnsIdx.ByIndex(netIDIndex, netIDKey(netID))
+	objs, _ := c.netnsIdx.ByIndex(netIDIndex, vnid.Format(netID))
 	for _, o := range objs {
 		nn := netNamespaceFrom(o)
 		if nn == nil || seen[nn.Name] {
