@@ -49,10 +49,12 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/vishvananda/netlink"
 
+	"github.com/sluice-net/sluice/bench/internal/host"
+	"github.com/sluice-net/sluice/bench/internal/labrun"
+	"github.com/sluice-net/sluice/bench/internal/stats"
 	"github.com/sluice-net/sluice/pkg/lab"
 	"github.com/sluice-net/sluice/pkg/lab/kubebuild"
 )
@@ -115,37 +117,31 @@ func binDir() string {
 	return filepath.Dir(self)
 }
 
-func freePort() int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 26443
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 // outer brings the lab up, runs the measurements inside its external
 // namespace, and brings the lab down whatever happened.
 func outer() int {
-	labBin := filepath.Join(binDir(), "sluice-lab")
+	l := labrun.Lab{Bin: filepath.Join(binDir(), "sluice-lab"), StateDir: *stateDirF}
 	port := *apiPortF
 	if port == 0 {
-		port = freePort()
+		var err error
+		if port, err = labrun.FreePort(); err != nil {
+			port = 26443
+		}
 	}
 	down := func() {
 		if *keepLabF {
-			logf("lab left running: %s --state-dir %s down", labBin, *stateDirF)
+			logf("lab left running: %s --state-dir %s down", l.Bin, l.StateDir)
 			return
 		}
 		logf("lab down")
-		cmd := exec.Command(labBin, "--state-dir", *stateDirF, "down")
+		cmd := l.Command("down")
 		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 		cmd.Run()
 	}
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
 	logf("lab up (%s, api port %d)", *stateDirF, port)
-	up := exec.Command(labBin, "--state-dir", *stateDirF, "up", "--nodes", "1", "--api-port", strconv.Itoa(port))
+	up := l.Command("up", "--nodes", "1", "--api-port", strconv.Itoa(port))
 	up.Stdout, up.Stderr = os.Stderr, os.Stderr
 	if err := up.Run(); err != nil {
 		logf("lab up: %v", err)
@@ -158,10 +154,7 @@ func outer() int {
 		down()
 		return 1
 	}
-	self, _ := os.Executable()
-	cmd := exec.Command("ip", append([]string{"netns", "exec", c.External().Netns, self}, os.Args[1:]...)...)
-	cmd.Env = append(os.Environ(), innerEnv+"=1")
-	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	cmd := host.InNetns(c.External().Netns, innerEnv)
 	if err := cmd.Start(); err != nil {
 		logf("%v", err)
 		down()
@@ -182,13 +175,6 @@ func outer() int {
 	}
 	down()
 	return rc
-}
-
-func sh(args ...string) error {
-	if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
-		return fmt.Errorf("%s: %w: %s", strings.Join(args, " "), err, out)
-	}
-	return nil
 }
 
 // bench is the state of the measurements, inside the external namespace.
@@ -234,12 +220,7 @@ func inner() error {
 	if err != nil {
 		return err
 	}
-	rc, err := clientcmd.BuildConfigFromFlags("", c.AdminKubeconfigFabric())
-	if err != nil {
-		return err
-	}
-	rc.QPS, rc.Burst = 2000, 4000
-	cs, err := kubernetes.NewForConfig(rc)
+	cs, err := labrun.Client(c.AdminKubeconfigFabric(), 2000, 4000)
 	if err != nil {
 		return err
 	}
@@ -323,26 +304,17 @@ func (b *bench) setup() error {
 		return fmt.Errorf("patch clusternetwork: %w: %s", err, out)
 	}
 	node, _ := c.Node("node1")
-	for i := 0; ; i++ {
+	if !labrun.Poll(152, 200*time.Millisecond, func() bool {
 		out, _ := exec.CommandContext(ctx, "ip", "netns", "exec", node.Netns, "nft", "list", "chains", "inet", "sluice").CombinedOutput()
-		if !strings.Contains(string(out), "chain services ") {
-			break
-		}
-		if i > 150 {
-			return errors.New("the lab agent's service proxy did not step aside within 30 s")
-		}
-		time.Sleep(200 * time.Millisecond)
+		return !strings.Contains(string(out), "chain services ")
+	}) {
+		return errors.New("the lab agent's service proxy did not step aside within 30 s")
 	}
-	if _, err := b.cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: namespace}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+	if err := labrun.CreateNamespace(ctx, b.cs, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: namespace}}); err != nil {
 		return err
 	}
-	for i := 0; ; i++ {
-		if _, err := b.cs.CoreV1().ServiceAccounts(namespace).Get(ctx, "default", metav1.GetOptions{}); err == nil {
-			break
-		} else if i > 120 {
-			return fmt.Errorf("service account %s/default: %w", namespace, err)
-		}
-		time.Sleep(500 * time.Millisecond)
+	if err := labrun.WaitServiceAccount(ctx, b.cs, namespace, 122, 500*time.Millisecond); err != nil {
+		return fmt.Errorf("service account %s/default: %w", namespace, err)
 	}
 	for _, name := range []string{"a", "b"} {
 		pod := &corev1.Pod{
@@ -356,24 +328,20 @@ func (b *bench) setup() error {
 			return err
 		}
 	}
-	for i := 0; len(b.podIP) < 2; i++ {
-		for _, name := range []string{"a", "b"} {
-			p, err := b.cs.CoreV1().Pods(namespace).Get(ctx, name, metav1.GetOptions{})
-			if err == nil && p.Status.Phase == corev1.PodRunning && p.Status.PodIP != "" {
-				b.podIP[name] = netip.MustParseAddr(p.Status.PodIP)
-			}
+	deadline := time.Now().Add(2 * time.Minute)
+	for _, name := range []string{"a", "b"} {
+		p, err := labrun.RunningPod(ctx, b.cs, namespace, name, deadline, 500*time.Millisecond)
+		if err != nil {
+			return fmt.Errorf("%w after 2 minutes", err)
 		}
-		if i > 240 {
-			return errors.New("pods a and b not running after 2 minutes")
-		}
-		time.Sleep(500 * time.Millisecond)
+		b.podIP[name] = netip.MustParseAddr(p.Status.PodIP)
 	}
 	logf("pods: a %s, b %s", b.podIP["a"], b.podIP["b"])
 	for _, args := range [][]string{
 		{"ip", "route", "replace", c.ServiceCIDR.String(), "dev", "eth0"},
 		{"ip", "route", "replace", lab.LabClusterCIDR, "via", node.Addr.String()},
 	} {
-		if err := sh(args...); err != nil {
+		if err := host.Sh(args...); err != nil {
 			return err
 		}
 	}
@@ -433,38 +401,16 @@ func (b *bench) load(n int) error {
 	}
 	logf("creating Services %d … %d (%d endpoints each)", b.services, n-1, *endpointsF)
 	start := time.Now()
-	var next atomic.Int64
-	next.Store(int64(b.services))
-	var firstErr error
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	for range *workersF {
-		wg.Go(func() {
-			for {
-				i := int(next.Add(1) - 1)
-				if i >= n || b.ctx.Err() != nil {
-					return
-				}
-				if err := b.createFiller(i); err != nil {
-					mu.Lock()
-					if firstErr == nil {
-						firstErr = err
-					}
-					mu.Unlock()
-					return
-				}
-				if (i+1)%2000 == 0 {
-					logf("  %d Services (%.0f/s)", i+1, float64(i+1-b.services)/time.Since(start).Seconds())
-				}
-			}
-		})
-	}
-	wg.Wait()
-	if firstErr != nil {
-		return firstErr
-	}
-	if b.ctx.Err() != nil {
-		return b.ctx.Err()
+	if err := labrun.Parallel(b.ctx, *workersF, b.services, n, func(i int) error {
+		if err := b.createFiller(i); err != nil {
+			return err
+		}
+		if (i+1)%2000 == 0 {
+			logf("  %d Services (%.0f/s)", i+1, float64(i+1-b.services)/time.Since(start).Seconds())
+		}
+		return nil
+	}); err != nil {
+		return err
 	}
 	logf("created %d Services and slices in %s", n-b.services, time.Since(start).Round(time.Second))
 	b.services = n
@@ -518,7 +464,7 @@ func retry(ctx context.Context, fns ...func() error) error {
 // flush empties the external namespace's ruleset (only the proxies under
 // test use it) and its connection tracking table.
 func (b *bench) flush() {
-	if err := sh("nft", "flush", "ruleset"); err != nil {
+	if err := host.Sh("nft", "flush", "ruleset"); err != nil {
 		logf("warning: %v", err)
 	}
 	flushConntrack()
@@ -590,7 +536,7 @@ func (pp *proxyProc) sampleRSS() {
 	t := time.NewTicker(100 * time.Millisecond)
 	defer t.Stop()
 	for {
-		if rss := treeRSS(pp.cmd.Process.Pid); rss > pp.peakRSS.Load() {
+		if rss := host.TreeRSS(pp.cmd.Process.Pid); rss > pp.peakRSS.Load() {
 			pp.peakRSS.Store(rss)
 		}
 		select {
@@ -601,70 +547,6 @@ func (pp *proxyProc) sampleRSS() {
 		case <-t.C:
 		}
 	}
-}
-
-func treeRSS(pid int) int64 {
-	var sum int64
-	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid)); err == nil {
-		for _, l := range strings.Split(string(b), "\n") {
-			if f := strings.Fields(l); len(f) >= 2 && (f[0] == "VmRSS:") {
-				kb, _ := strconv.ParseInt(f[1], 10, 64)
-				sum += kb * 1024
-			}
-		}
-	}
-	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", pid))
-	for _, t := range tasks {
-		b, _ := os.ReadFile(t)
-		for _, c := range strings.Fields(string(b)) {
-			if cp, err := strconv.Atoi(c); err == nil {
-				sum += treeRSS(cp)
-			}
-		}
-	}
-	return sum
-}
-
-// vmHWM is the process's own peak resident memory.
-func vmHWM(pid int) int64 {
-	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	for _, l := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(l); len(f) >= 2 && f[0] == "VmHWM:" {
-			kb, _ := strconv.ParseInt(f[1], 10, 64)
-			return kb * 1024
-		}
-	}
-	return 0
-}
-
-// cpuSeconds is utime+stime+cutime+cstime of the process and of its living
-// descendants (/proc/PID/stat fields 14–17, in clock ticks of 1/100 s): a
-// child such as nft or iptables-restore counts while it runs and, through
-// cutime/cstime, once it has been waited for.
-func cpuSeconds(pid int) float64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	f := strings.Fields(s[i+2:]) // f[0] is field 3 (state)
-	var ticks int64
-	for _, k := range []int{11, 12, 13, 14} { // fields 14..17
-		v, _ := strconv.ParseInt(f[k], 10, 64)
-		ticks += v
-	}
-	sec := float64(ticks) / 100
-	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", pid))
-	for _, t := range tasks {
-		cb, _ := os.ReadFile(t)
-		for _, c := range strings.Fields(string(cb)) {
-			if cp, err := strconv.Atoi(c); err == nil {
-				sec += cpuSeconds(cp)
-			}
-		}
-	}
-	return sec
 }
 
 func (b *bench) stopProxy() {
@@ -710,7 +592,7 @@ func (b *bench) measure(p proxyKind, size int) *result {
 			return r
 		}
 		r.cold = append(r.cold, live)
-		r.coldCPU = append(r.coldCPU, cpuSeconds(pp.cmd.Process.Pid))
+		r.coldCPU = append(r.coldCPU, host.CPUSeconds(pp.cmd.Process.Pid))
 		logf("%s at %d Services: cold start %d live after %s (CPU %.2f s)", p.label, size, rep, live.Round(time.Millisecond), r.coldCPU[rep])
 		if rep < reps-1 {
 			b.stopProxy()
@@ -735,14 +617,14 @@ func (b *bench) measure(p proxyKind, size int) *result {
 		time.Sleep(*changeGapF)
 	}
 	if len(r.changes) > 0 {
-		logf("%s at %d Services: %d changes, p50 %s p99 %s", p.label, size, len(r.changes), pct(r.changes, 50).Round(100*time.Microsecond), pct(r.changes, 99).Round(100*time.Microsecond))
+		logf("%s at %d Services: %d changes, p50 %s p99 %s", p.label, size, len(r.changes), stats.NearestRank(r.changes, 50).Round(100*time.Microsecond), stats.NearestRank(r.changes, 99).Round(100*time.Microsecond))
 	}
 	flushConntrack()
 	r.conn = b.connRate(b.vip)
 	logf("%s at %d Services: %.0f conn/s (%d failed; %.0f/s without the failed attempts' time)", p.label, size, r.conn.rate, r.conn.errs, r.conn.clean)
 	pid := pp.cmd.Process.Pid
-	r.cpuTotal = cpuSeconds(pid)
-	r.peakRSS = max(pp.peakRSS.Load(), vmHWM(pid))
+	r.cpuTotal = host.CPUSeconds(pid)
+	r.peakRSS = max(pp.peakRSS.Load(), host.StatusKB(pid, "VmHWM")*1024) // the proxy's own peak, which sampling may miss
 	b.stopProxy()
 	b.flush()
 	return r
@@ -867,43 +749,6 @@ func (b *bench) connRate(to netip.AddrPort) connStats {
 	return connStats{rate: float64(len(lat)) / el.Seconds(), clean: float64(len(lat)) / (el - lost).Seconds(), lat: lat, errs: errs}
 }
 
-func pct(d []time.Duration, p int) time.Duration {
-	if len(d) == 0 {
-		return 0
-	}
-	s := slices.Clone(d)
-	slices.Sort(s)
-	i := (len(s)*p + 99) / 100
-	return s[max(0, min(len(s)-1, i-1))]
-}
-
-func mean(d []time.Duration) time.Duration {
-	if len(d) == 0 {
-		return 0
-	}
-	var sum time.Duration
-	for _, x := range d {
-		sum += x
-	}
-	return sum / time.Duration(len(d))
-}
-
-func medianF(v []float64) float64 {
-	if len(v) == 0 {
-		return 0
-	}
-	s := slices.Clone(v)
-	slices.Sort(s)
-	return s[len(s)/2]
-}
-
-func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
-
-func kernel() string {
-	b, _ := os.ReadFile("/proc/sys/kernel/osrelease")
-	return strings.TrimSpace(string(b))
-}
-
 func nproc() string {
 	out, err := exec.Command("nproc").Output()
 	if err != nil {
@@ -914,8 +759,8 @@ func nproc() string {
 
 func report(sizes []int, proxies []proxyKind, res map[string]map[int]*result, direct map[int]connStats) {
 	kube, _ := kubebuild.Versions()
-	host, _ := os.Hostname()
-	fmt.Printf("## Service proxy\n\nMachine: %s, nproc %s, kernel %s, %s. Run on %s.\n", host, nproc(), kernel(), runtime.Version(), time.Now().UTC().Format("2006-01-02"))
+	hostname, _ := os.Hostname()
+	fmt.Printf("## Service proxy\n\nMachine: %s, nproc %s, kernel %s, %s. Run on %s.\n", hostname, nproc(), host.Kernel(), runtime.Version(), time.Now().UTC().Format("2006-01-02"))
 	fmt.Printf("Command: `make bench-proxy` (runs `bin/bench-proxy %s`).\n\n", strings.Join(os.Args[1:], " "))
 	fmt.Printf("Setup: one `sluice-lab` (1 node, Kubernetes %s) whose agent's proxy is off (ClusterNetwork `serviceProxy: External`). "+
 		"Each proxy runs alone, as a process in the lab's external network namespace (ruleset flushed before each start), against the same API server and the same objects: "+
@@ -930,7 +775,7 @@ func report(sizes []int, proxies []proxyKind, res map[string]map[int]*result, di
 		if r == nil || len(r.cold) == 0 {
 			return 0, false
 		}
-		return pct(r.cold, 50), true
+		return stats.NearestRank(r.cold, 50), true
 	}
 
 	fmt.Printf("### Cold programming (s, start of the process → sentinel ClusterIP answers; median of %d, %d above 10k)\n\n", *repsF, *bigRepsF)
@@ -995,18 +840,18 @@ func report(sizes []int, proxies []proxyKind, res map[string]map[int]*result, di
 			if r.changeMiss > 0 {
 				miss = fmt.Sprintf(", %d not live in 30 s", r.changeMiss)
 			}
-			fmt.Printf(" %.1f / %.1f (%d%s) |", ms(pct(r.changes, 50)), ms(pct(r.changes, 99)), len(r.changes), miss)
+			fmt.Printf(" %.1f / %.1f (%d%s) |", stats.Millis(stats.NearestRank(r.changes, 50)), stats.Millis(stats.NearestRank(r.changes, 99)), len(r.changes), miss)
 		}
 		fmt.Println()
 	}
 	largest := sizes[len(sizes)-1]
 	if r := res["sluice"][largest]; r != nil && len(r.changes) > 0 {
 		verdict := "met"
-		if pct(r.changes, 99) >= 50*time.Millisecond {
+		if stats.NearestRank(r.changes, 99) >= 50*time.Millisecond {
 			verdict = "**missed**"
 		}
 		fmt.Printf("\nTarget: a change live in < 50 ms p99 at %d Services (Sluice): **%.1f ms** (%s; with %d samples p99 is the maximum but one or the maximum).\n",
-			largest, ms(pct(r.changes, 99)), verdict, len(r.changes))
+			largest, stats.Millis(stats.NearestRank(r.changes, 99)), verdict, len(r.changes))
 	}
 
 	fmt.Printf("\n### New connections to the sentinel ClusterIP (one client in the external namespace, sequential connect + reply line + reset, %v per cell, %v timeout)\n\n", *connSecsF, *connTimeoutF)
@@ -1014,7 +859,7 @@ func report(sizes []int, proxies []proxyKind, res map[string]map[int]*result, di
 	fmt.Print("| Services | proxy | conn/s | failed | mean / p99 ms | added mean ms vs direct | conn/s vs 10 Services |\n|---|---|---|---|---|---|---|\n")
 	for _, size := range sizes {
 		d := direct[size]
-		fmt.Printf("| %d | none: direct to the pod IP | %.0f (%.0f) | %d | %.3f / %.3f | – | – |\n", size, d.rate, d.clean, d.errs, ms(mean(d.lat)), ms(pct(d.lat, 99)))
+		fmt.Printf("| %d | none: direct to the pod IP | %.0f (%.0f) | %d | %.3f / %.3f | – | – |\n", size, d.rate, d.clean, d.errs, stats.Millis(stats.Mean(d.lat)), stats.Millis(stats.NearestRank(d.lat, 99)))
 		for _, p := range proxies {
 			r := res[p.name][size]
 			if r == nil || r.conn.rate == 0 {
@@ -1026,7 +871,7 @@ func report(sizes []int, proxies []proxyKind, res map[string]map[int]*result, di
 				ratio = fmt.Sprintf("**%.2f** (%.2f)", r.conn.rate/base.conn.rate, r.conn.clean/base.conn.clean)
 			}
 			fmt.Printf("| %d | %s | %.0f (%.0f) | %d | %.3f / %.3f | %.3f | %s |\n", size, p.label, r.conn.rate, r.conn.clean, r.conn.errs,
-				ms(mean(r.conn.lat)), ms(pct(r.conn.lat, 99)), ms(mean(r.conn.lat)-mean(d.lat)), ratio)
+				stats.Millis(stats.Mean(r.conn.lat)), stats.Millis(stats.NearestRank(r.conn.lat, 99)), stats.Millis(stats.Mean(r.conn.lat)-stats.Mean(d.lat)), ratio)
 		}
 	}
 	if r, base := res["sluice"][largest], res["sluice"][10]; r != nil && base != nil && base.conn.rate > 0 {
@@ -1047,7 +892,7 @@ func report(sizes []int, proxies []proxyKind, res map[string]map[int]*result, di
 			if r == nil || len(r.cold) == 0 {
 				continue
 			}
-			fmt.Printf("| %d | %s | %.2f | %.2f | %.0f |\n", size, p.label, medianF(r.coldCPU), r.cpuTotal, float64(r.peakRSS)/(1<<20))
+			fmt.Printf("| %d | %s | %.2f | %.2f | %.0f |\n", size, p.label, stats.Median(r.coldCPU), r.cpuTotal, float64(r.peakRSS)/(1<<20))
 		}
 	}
 	fmt.Println("\n\"Whole run of the last process\": the last cold start, the changes and the connection runs, until SIGTERM.")
