@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 	"sigs.k8s.io/yaml"
 
+	"github.com/sluice-net/sluice/pkg/fielderr"
 	"github.com/sluice-net/sluice/pkg/plan"
 )
 
@@ -117,7 +118,7 @@ func inputError(name string, err error) error {
 		name = "<stdin>"
 	}
 	var lines []string
-	var list plan.ErrorList
+	var list fielderr.List
 	if errors.As(err, &list) {
 		for _, fe := range list {
 			lines = append(lines, name+": "+fe.Error())
@@ -132,14 +133,14 @@ func inputError(name string, err error) error {
 // fields (apiVersion, kind, spec.*) from --cluster-network, the rest from --file (or from
 // the defaults, when only a manifest is given).
 func (o *planOptions) valueError(err error) error {
-	var list plan.ErrorList
+	var list fielderr.List
 	if !errors.As(err, &list) {
 		return badInput(err.Error())
 	}
 	lines := make([]string, 0, len(list))
 	for _, fe := range list {
 		src := o.file
-		if o.clusterNetwork != "" && (strings.HasPrefix(fe.Path, "spec.") || fe.Path == "apiVersion" || fe.Path == "kind") {
+		if o.clusterNetwork != "" && (strings.HasPrefix(fe.Field, "spec.") || fe.Field == "apiVersion" || fe.Field == "kind") {
 			src = o.clusterNetwork
 		}
 		switch src {

@@ -3,6 +3,8 @@ package plan
 import (
 	"fmt"
 	"slices"
+
+	"github.com/sluice-net/sluice/pkg/fielderr"
 )
 
 // ClusterNetwork is the part of a sluice.dev/v1alpha1 ClusterNetwork manifest that planning
@@ -91,37 +93,37 @@ func DecodeClusterNetwork(data []byte) (ClusterNetwork, error) {
 }
 
 // validateIdentity checks apiVersion and kind.
-func (cn ClusterNetwork) validateIdentity() ErrorList {
-	var errs ErrorList
+func (cn ClusterNetwork) validateIdentity() fielderr.List {
+	var errs fielderr.List
 	if cn.APIVersion != ClusterNetworkAPIVersion {
-		errs = append(errs, fieldErr("apiVersion", "%q is not %s", cn.APIVersion, ClusterNetworkAPIVersion))
+		errs = append(errs, fielderr.New("apiVersion", "%q is not %s", cn.APIVersion, ClusterNetworkAPIVersion))
 	}
 	if cn.Kind != ClusterNetworkKind {
-		errs = append(errs, fieldErr("kind", "%q is not %s", cn.Kind, ClusterNetworkKind))
+		errs = append(errs, fielderr.New("kind", "%q is not %s", cn.Kind, ClusterNetworkKind))
 	}
 	return errs
 }
 
 // validateSpec checks the spec's fields other than the addresses, which are checked with
 // the plan.
-func (cn ClusterNetwork) validateSpec(net parsedNetwork) ErrorList {
-	var errs ErrorList
+func (cn ClusterNetwork) validateSpec(net parsedNetwork) fielderr.List {
+	var errs fielderr.List
 	s := cn.Spec
 	if !slices.Contains(modes, s.Mode) {
-		errs = append(errs, fieldErr("spec.mode", "%q is not one of Subnet, Multitenant, NetworkPolicy", s.Mode))
+		errs = append(errs, fielderr.New("spec.mode", "%q is not one of Subnet, Multitenant, NetworkPolicy", s.Mode))
 	}
 	if !slices.Contains(encapsulations, s.Encapsulation) {
-		errs = append(errs, fieldErr("spec.encapsulation", "%q is not one of VXLAN, None", s.Encapsulation))
+		errs = append(errs, fielderr.New("spec.encapsulation", "%q is not one of VXLAN, None", s.Encapsulation))
 	}
 	if s.VXLANPort < 1 || s.VXLANPort > 65535 {
-		errs = append(errs, fieldErr("spec.vxlanPort", "%d is not a port (1–65535)", s.VXLANPort))
+		errs = append(errs, fielderr.New("spec.vxlanPort", "%d is not a port (1–65535)", s.VXLANPort))
 	}
 	low := minMTU
 	if len(net.clusters) > 0 && !net.clusters[0].prefix.Addr().Is4() {
 		low = minMTUIPv6
 	}
 	if s.MTU < low || s.MTU > maxMTU {
-		errs = append(errs, fieldErr("spec.mtu", "%d is outside %d–%d", s.MTU, low, maxMTU))
+		errs = append(errs, fielderr.New("spec.mtu", "%d is outside %d–%d", s.MTU, low, maxMTU))
 	}
 	return errs
 }

@@ -14,6 +14,8 @@ import (
 	"strings"
 
 	"sigs.k8s.io/yaml"
+
+	"github.com/sluice-net/sluice/pkg/fielderr"
 )
 
 // DecodeInput reads one YAML (or JSON) plan document on top of DefaultInput. It is strict:
@@ -98,7 +100,7 @@ var (
 // checkShape compares a decoded JSON tree with the Go type it is meant for and reports every
 // unknown field and every value of the wrong type, each with its path. Keys are visited in
 // sorted order so that the report is deterministic.
-func checkShape(path string, v any, t reflect.Type) ErrorList {
+func checkShape(path string, v any, t reflect.Type) fielderr.List {
 	if v == nil { // null or an empty YAML value: keep the default
 		return nil
 	}
@@ -110,22 +112,22 @@ func checkShape(path string, v any, t reflect.Type) ErrorList {
 			return nil
 		}
 		if _, ok := v.(map[string]any); !ok {
-			return ErrorList{fieldErr(path, "%s is neither a CIDR nor {cidr, hostSubnetLength}", showValue(v))}
+			return fielderr.List{fielderr.New(path, "%s is neither a CIDR nor {cidr, hostSubnetLength}", showValue(v))}
 		}
 	}
 	switch t.Kind() {
 	case reflect.Struct:
 		m, ok := v.(map[string]any)
 		if !ok {
-			return ErrorList{fieldErr(path, "%s is not a mapping", showValue(v))}
+			return fielderr.List{fielderr.New(path, "%s is not a mapping", showValue(v))}
 		}
 		fields := jsonFields(t)
-		var errs ErrorList
+		var errs fielderr.List
 		for _, k := range slices.Sorted(maps.Keys(m)) {
 			p := join(path, k)
 			ft, ok := fields[k]
 			if !ok {
-				errs = append(errs, fieldErr(p, "unknown field (value %s); known fields: %s",
+				errs = append(errs, fielderr.New(p, "unknown field (value %s); known fields: %s",
 					showValue(m[k]), strings.Join(slices.Sorted(maps.Keys(fields)), ", ")))
 				continue
 			}
@@ -135,16 +137,16 @@ func checkShape(path string, v any, t reflect.Type) ErrorList {
 	case reflect.Slice:
 		l, ok := v.([]any)
 		if !ok {
-			return ErrorList{fieldErr(path, "%s is not a list", showValue(v))}
+			return fielderr.List{fielderr.New(path, "%s is not a list", showValue(v))}
 		}
-		var errs ErrorList
+		var errs fielderr.List
 		for i, e := range l {
 			errs = append(errs, checkShape(fmt.Sprintf("%s[%d]", path, i), e, t.Elem())...)
 		}
 		return errs
 	case reflect.Map:
 		if _, ok := v.(map[string]any); !ok {
-			return ErrorList{fieldErr(path, "%s is not a mapping", showValue(v))}
+			return fielderr.List{fielderr.New(path, "%s is not a mapping", showValue(v))}
 		}
 		return nil // free-form (metadata, status): anything goes
 	case reflect.Interface:
@@ -153,39 +155,39 @@ func checkShape(path string, v any, t reflect.Type) ErrorList {
 		}
 	case reflect.String:
 		if _, ok := v.(string); !ok {
-			return ErrorList{fieldErr(path, "%s is not a string", showValue(v))}
+			return fielderr.List{fielderr.New(path, "%s is not a string", showValue(v))}
 		}
 		return nil
 	case reflect.Bool:
 		if _, ok := v.(bool); !ok {
-			return ErrorList{fieldErr(path, "%s is not true or false", showValue(v))}
+			return fielderr.List{fielderr.New(path, "%s is not true or false", showValue(v))}
 		}
 		return nil
 	case reflect.Int, reflect.Int64:
 		n, ok := v.(json.Number)
 		if !ok {
-			return ErrorList{fieldErr(path, "%s is not a number", showValue(v))}
+			return fielderr.List{fielderr.New(path, "%s is not a number", showValue(v))}
 		}
 		if _, err := strconv.ParseInt(n.String(), 10, 64); err != nil {
-			return ErrorList{fieldErr(path, "%s is not a whole number", n)}
+			return fielderr.List{fielderr.New(path, "%s is not a whole number", n)}
 		}
 		if t.Kind() == reflect.Int {
 			if i, _ := strconv.ParseInt(n.String(), 10, 64); i < math.MinInt32 || i > math.MaxInt32 {
-				return ErrorList{fieldErr(path, "%s is out of range", n)}
+				return fielderr.List{fielderr.New(path, "%s is out of range", n)}
 			}
 		}
 		return nil
 	case reflect.Float64:
 		n, ok := v.(json.Number)
 		if !ok {
-			return ErrorList{fieldErr(path, "%s is not a number", showValue(v))}
+			return fielderr.List{fielderr.New(path, "%s is not a number", showValue(v))}
 		}
 		if f, err := strconv.ParseFloat(n.String(), 64); err != nil || math.IsInf(f, 0) {
-			return ErrorList{fieldErr(path, "%s is not a finite number", n)}
+			return fielderr.List{fielderr.New(path, "%s is not a finite number", n)}
 		}
 		return nil
 	}
-	return ErrorList{fieldErr(path, "cannot check a value of Go type %s", t)}
+	return fielderr.List{fielderr.New(path, "cannot check a value of Go type %s", t)}
 }
 
 // jsonFields maps the JSON names of t's exported fields to their types.

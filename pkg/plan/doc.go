@@ -2,7 +2,7 @@
 // seed 004, section 2.2.3 (compute, network and storage planning).
 //
 // It is a deterministic core with no I/O. DecodeInput reads a plan document strictly on top of
-// DefaultInput; Input.Validate reports bad values as one-line FieldErrors that name the field
+// DefaultInput; Input.Validate reports bad values as one-line fielderr.Errors that name the field
 // and the value; Compute answers pods per node, maximum nodes and pods, the nodes a workload
 // needs, the overlaps between networks and the storage of each platform component, each
 // answer with its formula, its workings and the term that binds it. CheckClusterNetwork does

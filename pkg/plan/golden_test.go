@@ -104,8 +104,8 @@ func TestGoldenAddressPlan(t *testing.T) {
 		name: "widened for 2000 nodes", cidr: "10.128.0.0/13", hostSubnetLength: 8, releaseMaxNodes: 2000,
 		wantSubnets: 2048, wantAddrs: 254, wantMaxNodes: 2000, wantBinding: termMaxNodes,
 	}, {
-		name: "a single host subnet", cidr: "10.0.0.0/24", hostSubnetLength: 8, releaseMaxNodes: 2000,
-		wantSubnets: 1, wantAddrs: 254, wantMaxNodes: 1, wantBinding: termHostSubnets,
+		name: "two host subnets", cidr: "10.0.0.0/23", hostSubnetLength: 8, releaseMaxNodes: 2000,
+		wantSubnets: 2, wantAddrs: 254, wantMaxNodes: 2, wantBinding: termHostSubnets,
 	}, {
 		name: "IPv6", cidr: "fd00:10::/48", hostSubnetLength: 64, releaseMaxNodes: 2000,
 		wantSubnets: 65536, wantAddrs: math.MaxInt64, wantMaxNodes: 2000, wantBinding: termMaxNodes,

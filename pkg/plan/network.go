@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 
+	"github.com/sluice-net/sluice/pkg/fielderr"
 	"github.com/sluice-net/sluice/pkg/subnet"
 )
 
@@ -62,51 +63,47 @@ func (n Network) serviceName() string {
 	return "network.serviceNetwork"
 }
 
-// parse parses and checks the address plan. It reports every bad CIDR and every host subnet
-// length that leaves no host subnet or no pod address; a check that needs a value that is
-// itself bad is skipped, so one mistake gives one error.
-func (n Network) parse() (parsedNetwork, ErrorList) {
+// parse parses and checks the address plan with pkg/subnet's rules for a ClusterNetwork, so
+// that a plan passes exactly when its ClusterNetwork would. It reports every bad CIDR and
+// every host subnet length that leaves no pod address or not more than one host subnet; a
+// check that needs a value that is itself bad is skipped, so one mistake gives one error.
+// Overlaps are not errors here: Compute reports them as conflicts.
+func (n Network) parse() (parsedNetwork, fielderr.List) {
 	var p parsedNetwork
-	var errs ErrorList
+	var errs fielderr.List
+	seen := map[string]bool{}
+	add := func(e *fielderr.Error) {
+		// network.hostSubnetLength applies to every network: a problem of its own (no pod
+		// address) is reported once, one that depends on the network once per network.
+		if !seen[e.Error()] {
+			seen[e.Error()] = true
+			errs = append(errs, e)
+		}
+	}
 
 	if len(n.ClusterNetwork) == 0 {
 		name := "network.clusterNetwork"
 		if n.fromManifest {
 			name = "spec.clusterNetworks"
 		}
-		errs = append(errs, fieldErr(name, "is empty; at least one pod network is needed"))
+		add(fielderr.New(name, "is empty; at least one pod network is needed"))
 	}
-	globalChecked := false
+	var first *namedPrefix // the first valid CIDR, which fixes the address family
 	for i, e := range n.ClusterNetwork {
 		prefix, err := parseCIDR(n.clusterCIDRPath(i), e.CIDR)
 		if err != nil {
-			errs = append(errs, err)
+			add(err)
 			continue
 		}
-		if len(p.clusters) > 0 && p.clusters[0].prefix.Addr().Is4() != prefix.Addr().Is4() {
-			errs = append(errs, fieldErr(n.clusterCIDRPath(i), "%s is %s but %s is %s; all pod networks must be one address family",
-				prefix, family(prefix), p.clusters[0].name, family(p.clusters[0].prefix)))
+		if first == nil {
+			first = &namedPrefix{name: n.clusterName(i), prefix: prefix}
+		} else if err := subnet.CheckFamily(prefix, first.name, first.prefix); err != nil {
+			add(fielderr.New(n.clusterCIDRPath(i), "%v", err))
 			continue
 		}
 		hsl, hslPath := n.hostSubnetLength(i), n.hostSubnetLengthPath(i)
-		if hsl < 2 {
-			// A global length is reported once, not once per network.
-			if hslPath != "network.hostSubnetLength" || !globalChecked {
-				errs = append(errs, fieldErr(hslPath, "%d leaves no pod address: a host subnet needs at least 2 host bits (2^2 − 2 = 2 addresses)", hsl))
-			}
-			if hslPath == "network.hostSubnetLength" {
-				globalChecked = true
-			}
-			continue
-		}
-		if room := prefix.Addr().BitLen() - prefix.Bits(); hsl > room {
-			msg := fmt.Sprintf("%d leaves no host subnet in %s, which has %d host bits", hsl, prefix, room)
-			if bits := prefix.Addr().BitLen() - hsl; bits >= 2 && bits <= room {
-				// The usual slip: writing the subnet's prefix length (/23) instead of its
-				// host bits (9).
-				msg += fmt.Sprintf(" (hostSubnetLength counts host bits: /%d host subnets are hostSubnetLength %d)", hsl, bits)
-			}
-			errs = append(errs, &FieldError{Path: hslPath, Message: msg})
+		if err := subnet.CheckHostSubnetLength(prefix, int64(hsl)); err != nil {
+			add(fielderr.New(hslPath, "%v", err))
 			continue
 		}
 		p.clusters = append(p.clusters, parsedCluster{
@@ -117,7 +114,7 @@ func (n Network) parse() (parsedNetwork, ErrorList) {
 	}
 
 	if prefix, err := parseCIDR(n.serviceName(), n.ServiceNetwork); err != nil {
-		errs = append(errs, err)
+		add(err)
 	} else {
 		p.service = &namedPrefix{name: n.serviceName(), prefix: prefix}
 	}
@@ -126,7 +123,7 @@ func (n Network) parse() (parsedNetwork, ErrorList) {
 		name := fmt.Sprintf("network.datacenter[%d]", i)
 		prefix, err := parseCIDR(name, s)
 		if err != nil {
-			errs = append(errs, err)
+			add(err)
 			continue
 		}
 		p.datacenter = append(p.datacenter, namedPrefix{name: name, prefix: prefix})
@@ -136,15 +133,13 @@ func (n Network) parse() (parsedNetwork, ErrorList) {
 
 // parseCIDR parses a network strictly (subnet.ParseCIDR, shared with the controller) and
 // names the field it came from in the error.
-func parseCIDR(path, s string) (netip.Prefix, *FieldError) {
+func parseCIDR(path, s string) (netip.Prefix, *fielderr.Error) {
 	p, err := subnet.ParseCIDR(s)
 	if err != nil {
-		return netip.Prefix{}, fieldErr(path, "%v", err)
+		return netip.Prefix{}, fielderr.New(path, "%v", err)
 	}
 	return p, nil
 }
-
-func family(p netip.Prefix) string { return subnet.Family(p) }
 
 // Conflict is an overlap between two networks of the plan. CIDRs either nest or are
 // disjoint, so the overlap is the smaller of the two.

@@ -165,7 +165,7 @@ func TestBadClusterNetwork(t *testing.T) {
 		{"wrong kind", "kind: ClusterNetwork|kind: Network", `kind: "Network" is not ClusterNetwork`},
 		{"invalid CIDR", "10.136.0.0/16|10.136.0.0/40", `spec.clusterNetworks[1].cidr: "10.136.0.0/40" is not a valid CIDR`},
 		{"no room", "hostSubnetLength: 8|hostSubnetLength: 21",
-			`spec.clusterNetworks[0].hostSubnetLength: 21 leaves no host subnet in 10.128.0.0/13, which has 19 host bits (hostSubnetLength counts host bits: /21 host subnets are hostSubnetLength 11)`},
+			`spec.clusterNetworks[0].hostSubnetLength: 21 leaves no host subnet in 10.128.0.0/13, which has 19 host bits; it must be less than 19 (hostSubnetLength counts host bits: /21 host subnets are hostSubnetLength 11)`},
 		{"no pod address", "hostSubnetLength: 8|hostSubnetLength: 1",
 			`spec.clusterNetworks[0].hostSubnetLength: 1 leaves no pod address: a host subnet needs at least 2 host bits (2^2 − 2 = 2 addresses)`},
 		{"bad service", "serviceNetwork: 172.30.0.0/16|serviceNetwork: 172.30.0.1/16", `spec.serviceNetwork: 172.30.0.1/16 has host bits set; the network is 172.30.0.0/16`},
@@ -198,7 +198,7 @@ func TestClusterNetworkNeedsIdentity(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = CheckClusterNetwork(DefaultInput(), cn)
-	want := "apiVersion: \"\" is not sluice.dev/v1alpha1\nkind: \"\" is not ClusterNetwork"
+	want := "apiVersion: \"\" is not sluice.dev/v1alpha1; kind: \"\" is not ClusterNetwork"
 	if err == nil || err.Error() != want {
 		t.Errorf("error = %v, want %q", err, want)
 	}

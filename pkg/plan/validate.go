@@ -3,18 +3,20 @@ package plan
 import (
 	"math"
 	"math/big"
+
+	"github.com/sluice-net/sluice/pkg/fielderr"
 )
 
-// Validate checks every value of the plan and returns an ErrorList, one line per problem,
+// Validate checks every value of the plan and returns a fielderr.List, one entry per problem,
 // each naming the field and the value: an invalid or non-canonical CIDR, a hostSubnetLength
-// that leaves no host subnet or no pod address, a negative or zero size, a node that can run
-// no pod. Overlaps between networks are not errors; Compute reports them as conflicts.
+// that leaves no pod address or not more than one host subnet, a negative or zero size, a
+// node that can run no pod. Overlaps between networks are not errors; Compute reports them as conflicts.
 func (in Input) Validate() error {
 	_, errs := in.validate()
-	return errs.orNil()
+	return errs.Err()
 }
 
-func (in Input) validate() (parsedNetwork, ErrorList) {
+func (in Input) validate() (parsedNetwork, fielderr.List) {
 	var v validator
 
 	v.positiveInt("release.maxNodes", in.Release.MaxNodes)
@@ -27,7 +29,7 @@ func (in Input) validate() (parsedNetwork, ErrorList) {
 	if v.nonNegativeInt("node.podsPerCore", in.Node.PodsPerCore, " (0 = no limit)") &&
 		in.Node.PodsPerCore > 0 && in.Node.VCPU > 0 && in.Node.VCPUPerCore > 0 &&
 		podsByCPU(in.Node) == 0 {
-		v.add(fieldErr("node.podsPerCore", "%d pods per core on %d vCPU at %d vCPU per core allows no pod on a node",
+		v.add(fielderr.New("node.podsPerCore", "%d pods per core on %d vCPU at %d vCPU per core allows no pod on a node",
 			in.Node.PodsPerCore, in.Node.VCPU, in.Node.VCPUPerCore))
 	}
 
@@ -67,19 +69,19 @@ func (in Input) validate() (parsedNetwork, ErrorList) {
 	return net, v.errs
 }
 
-type validator struct{ errs ErrorList }
+type validator struct{ errs fielderr.List }
 
-func (v *validator) add(e *FieldError) { v.errs = append(v.errs, e) }
+func (v *validator) add(e *fielderr.Error) { v.errs = append(v.errs, e) }
 
 func (v *validator) positiveInt(path string, n int64) {
 	if n <= 0 {
-		v.add(fieldErr(path, "%d must be greater than 0", n))
+		v.add(fielderr.New(path, "%d must be greater than 0", n))
 	}
 }
 
 func (v *validator) nonNegativeInt(path string, n int64, meaning string) bool {
 	if n < 0 {
-		v.add(fieldErr(path, "%d must not be negative%s", n, meaning))
+		v.add(fielderr.New(path, "%d must not be negative%s", n, meaning))
 		return false
 	}
 	return true
@@ -87,7 +89,7 @@ func (v *validator) nonNegativeInt(path string, n int64, meaning string) bool {
 
 func (v *validator) finite(path string, f float64) bool {
 	if math.IsNaN(f) || math.IsInf(f, 0) {
-		v.add(fieldErr(path, "%v is not a finite number", f))
+		v.add(fielderr.New(path, "%v is not a finite number", f))
 		return false
 	}
 	return true
@@ -95,13 +97,13 @@ func (v *validator) finite(path string, f float64) bool {
 
 func (v *validator) positive(path string, f float64) {
 	if v.finite(path, f) && f <= 0 {
-		v.add(fieldErr(path, "%s must be greater than 0", fmtFloat(f)))
+		v.add(fielderr.New(path, "%s must be greater than 0", fmtFloat(f)))
 	}
 }
 
 func (v *validator) nonNegative(path string, f float64) {
 	if v.finite(path, f) && f < 0 {
-		v.add(fieldErr(path, "%s must not be negative", fmtFloat(f)))
+		v.add(fielderr.New(path, "%s must not be negative", fmtFloat(f)))
 	}
 }
 

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"strings"
 	"testing"
+
+	"github.com/sluice-net/sluice/pkg/fielderr"
 )
 
 // Every bad input is one line that names the field and shows the value.
@@ -29,15 +31,18 @@ func TestBadInput(t *testing.T) {
 		{"no cluster network", "network: {clusterNetwork: []}",
 			`network.clusterNetwork: is empty; at least one pod network is needed`},
 		{"mixed families", "network: {clusterNetwork: [10.128.0.0/14, 'fd00::/48']}",
-			`network.clusterNetwork[1]: fd00::/48 is IPv6 but network.clusterNetwork[0] is IPv4; all pod networks must be one address family`},
+			`network.clusterNetwork[1]: fd00::/48 is IPv6 but network.clusterNetwork[0] 10.128.0.0/14 is IPv4; all cluster networks must be one address family`},
 
 		// hostSubnetLength leaving no host subnet or no pod address.
 		{"prefix length for host bits", "network: {hostSubnetLength: 23}",
-			`network.hostSubnetLength: 23 leaves no host subnet in 10.128.0.0/14, which has 18 host bits (hostSubnetLength counts host bits: /23 host subnets are hostSubnetLength 9)`},
+			`network.hostSubnetLength: 23 leaves no host subnet in 10.128.0.0/14, which has 18 host bits; it must be less than 18 (hostSubnetLength counts host bits: /23 host subnets are hostSubnetLength 9)`},
 		{"longer than the address", "network: {hostSubnetLength: 40}",
-			`network.hostSubnetLength: 40 leaves no host subnet in 10.128.0.0/14, which has 18 host bits`},
+			`network.hostSubnetLength: 40 leaves no host subnet in 10.128.0.0/14, which has 18 host bits; it must be less than 18`},
 		{"per-network length", "network: {clusterNetwork: [{cidr: 10.0.0.0/24, hostSubnetLength: 9}]}",
-			`network.clusterNetwork[0].hostSubnetLength: 9 leaves no host subnet in 10.0.0.0/24, which has 8 host bits`},
+			`network.clusterNetwork[0].hostSubnetLength: 9 leaves no host subnet in 10.0.0.0/24, which has 8 host bits; it must be less than 8`},
+		// As the CRD: a cluster network of one host subnet is refused.
+		{"one host subnet", "network: {clusterNetwork: [10.0.0.0/24], hostSubnetLength: 8}",
+			`network.hostSubnetLength: 8 leaves only one host subnet in 10.0.0.0/24, which has 8 host bits; it must be less than 8`},
 		{"one host bit", "network: {hostSubnetLength: 1}",
 			`network.hostSubnetLength: 1 leaves no pod address: a host subnet needs at least 2 host bits (2^2 − 2 = 2 addresses)`},
 		{"zero host bits", "network: {hostSubnetLength: 0}",
@@ -107,21 +112,21 @@ func decodeAndValidate(y string) error {
 
 func TestBadInputIsFieldError(t *testing.T) {
 	err := decodeAndValidate("node: {vCPU: 0}")
-	var fe *FieldError
-	if !errors.As(err, &fe) || fe.Path != "node.vCPU" {
-		t.Fatalf("errors.As(%v) = %v, path %q", err, fe, fe.Path)
+	var fe *fielderr.Error
+	if !errors.As(err, &fe) || fe.Field != "node.vCPU" {
+		t.Fatalf("errors.As(%v) = %v, path %q", err, fe, fe.Field)
 	}
 }
 
 func TestSeveralProblemsAreListedInOrder(t *testing.T) {
 	err := decodeAndValidate("node: {vCPU: 0}\nnetwork: {hostSubnetLength: 23}\nworkload: {memoryGiB: -1}\n")
-	var list ErrorList
+	var list fielderr.List
 	if !errors.As(err, &list) || len(list) != 3 {
 		t.Fatalf("want 3 errors, got %v", err)
 	}
 	for i, want := range []string{"node.vCPU", "network.hostSubnetLength", "workload.memoryGiB"} {
-		if list[i].Path != want {
-			t.Errorf("error %d is for %s, want %s", i, list[i].Path, want)
+		if list[i].Field != want {
+			t.Errorf("error %d is for %s, want %s", i, list[i].Field, want)
 		}
 	}
 }

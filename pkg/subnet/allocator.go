@@ -41,7 +41,7 @@ type Allocator struct {
 }
 
 // New validates a ClusterNetwork's address fields (see Parse) and returns an allocator for
-// its cluster networks. The error is an ErrorList naming each bad field.
+// its cluster networks. The error is a fielderr.List naming each bad field.
 func New(entries []sluicev1alpha1.ClusterNetworkEntry, serviceNetwork string) (*Allocator, error) {
 	pools, err := Parse(entries, serviceNetwork)
 	if err != nil {

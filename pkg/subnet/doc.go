@@ -5,5 +5,7 @@
 //
 // It also validates the address part of a ClusterNetwork spec (the CIDRs, the host subnet
 // lengths, overlaps between entries and with the service network) with errors that name the
-// field and the value, as the CRD's CEL rules do for the API server.
+// field and the value, as the CRD's CEL rules do for the API server. Its per-field checks
+// (ParseCIDR, CheckFamily, CheckHostSubnetLength) are pkg/plan's too, so that a plan and a
+// ClusterNetwork are held to the same rules.
 package subnet

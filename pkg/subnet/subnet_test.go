@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	sluicev1alpha1 "github.com/sluice-net/sluice/pkg/apis/sluice/v1alpha1"
+	"github.com/sluice-net/sluice/pkg/fielderr"
 )
 
 type entry = sluicev1alpha1.ClusterNetworkEntry
@@ -74,9 +75,9 @@ func TestParseErrors(t *testing.T) {
 				}
 				return
 			}
-			var list ErrorList
+			var list fielderr.List
 			if !errors.As(err, &list) {
-				t.Fatalf("Parse error = %v, want an ErrorList", err)
+				t.Fatalf("Parse error = %v, want a fielderr.List", err)
 			}
 			var got []string
 			for _, e := range list {
@@ -85,9 +86,9 @@ func TestParseErrors(t *testing.T) {
 			if strings.Join(got, "\n") != strings.Join(tc.want, "\n") {
 				t.Errorf("errors:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(tc.want, "\n"))
 			}
-			var fe *FieldError
+			var fe *fielderr.Error
 			if !errors.As(err, &fe) || fe.Field == "" {
-				t.Errorf("errors.As(FieldError) = %v", fe)
+				t.Errorf("errors.As(fielderr.Error) = %v", fe)
 			}
 		})
 	}

@@ -1,46 +1,13 @@
 package subnet
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
-	"strings"
 
 	sluicev1alpha1 "github.com/sluice-net/sluice/pkg/apis/sluice/v1alpha1"
+	"github.com/sluice-net/sluice/pkg/fielderr"
 )
-
-// FieldError is one bad value of a ClusterNetwork spec, named by its path
-// (spec.clusterNetworks[1].cidr).
-type FieldError struct {
-	Field   string
-	Message string
-}
-
-func (e *FieldError) Error() string { return e.Field + ": " + e.Message }
-
-func fieldErr(field, format string, args ...any) *FieldError {
-	return &FieldError{Field: field, Message: fmt.Sprintf(format, args...)}
-}
-
-// ErrorList is every problem of one spec, in the order of its fields.
-type ErrorList []*FieldError
-
-// Error joins the problems on one line, so that it fits a condition's message.
-func (l ErrorList) Error() string {
-	s := make([]string, len(l))
-	for i, e := range l {
-		s[i] = e.Error()
-	}
-	return strings.Join(s, "; ")
-}
-
-// Unwrap lets errors.As find each FieldError.
-func (l ErrorList) Unwrap() []error {
-	errs := make([]error, len(l))
-	for i, e := range l {
-		errs[i] = e
-	}
-	return errs
-}
 
 // Pool is one valid cluster network: its CIDR and the host bits of the host subnets carved
 // from it.
@@ -69,9 +36,44 @@ const (
 func cidrPath(i int) string { return fmt.Sprintf("%s[%d].cidr", clusterNetworksPath, i) }
 func hslPath(i int) string  { return fmt.Sprintf("%s[%d].hostSubnetLength", clusterNetworksPath, i) }
 
-// minHostBits is the smallest host subnet: 2 host bits are 4 addresses, of which the network
+// MinHostBits is the smallest host subnet: 2 host bits are 4 addresses, of which the network
 // and broadcast addresses leave 2, the node's gateway and one pod.
-const minHostBits = 2
+const MinHostBits = 2
+
+// CheckHostSubnetLength checks host subnets of hsl host bits in the cluster network cidr:
+// hsl must be at least MinHostBits (room for a gateway and a pod) and less than cidr's host
+// bits (room for more than one host subnet). Its error is one line that shows the values;
+// callers put the field's path in front.
+func CheckHostSubnetLength(cidr netip.Prefix, hsl int64) error {
+	room := int64(HostBits(cidr))
+	switch {
+	case hsl < MinHostBits:
+		return fmt.Errorf("%d leaves no pod address: a host subnet needs at least %d host bits (2^%d − 2 = 2 addresses)",
+			hsl, MinHostBits, MinHostBits)
+	case hsl >= room:
+		what := "no host subnet"
+		if hsl == room {
+			what = "only one host subnet"
+		}
+		msg := fmt.Sprintf("%d leaves %s in %s, which has %d host bits; it must be less than %d", hsl, what, cidr, room, room)
+		if bits := int64(cidr.Addr().BitLen()) - hsl; bits >= MinHostBits && bits < room {
+			// The usual slip: the subnet's prefix length (/23) written for its host bits (9).
+			msg += fmt.Sprintf(" (hostSubnetLength counts host bits: /%d host subnets are hostSubnetLength %d)", hsl, bits)
+		}
+		return errors.New(msg)
+	}
+	return nil
+}
+
+// CheckFamily checks that the cluster network p is of the address family of first, the
+// first cluster network, found at firstField. Its error is one line, as CheckHostSubnetLength's.
+func CheckFamily(p netip.Prefix, firstField string, first netip.Prefix) error {
+	if p.Addr().Is4() == first.Addr().Is4() {
+		return nil
+	}
+	return fmt.Errorf("%s is %s but %s %s is %s; all cluster networks must be one address family",
+		p, Family(p), firstField, first, Family(first))
+}
 
 // Parse checks the address part of a ClusterNetwork spec and returns its pools in order.
 // It reports every problem, each once: a check that needs a value that is itself bad is
@@ -84,9 +86,9 @@ const minHostBits = 2
 //     cidr's host bits (room for more than one host subnet);
 //   - no two cluster networks overlap, and the service network overlaps none of them.
 func Parse(entries []sluicev1alpha1.ClusterNetworkEntry, serviceNetwork string) ([]Pool, error) {
-	var errs ErrorList
+	var errs fielderr.List
 	if len(entries) == 0 {
-		errs = append(errs, fieldErr(clusterNetworksPath, "is empty; at least one cluster network is needed"))
+		errs = append(errs, fielderr.New(clusterNetworksPath, "is empty; at least one cluster network is needed"))
 	}
 
 	type indexed struct {
@@ -98,58 +100,43 @@ func Parse(entries []sluicev1alpha1.ClusterNetworkEntry, serviceNetwork string) 
 	for i, e := range entries {
 		p, err := ParseCIDR(e.CIDR)
 		if err != nil {
-			errs = append(errs, fieldErr(cidrPath(i), "%v", err))
+			errs = append(errs, fielderr.New(cidrPath(i), "%v", err))
 			continue
 		}
 		if firstFamily >= 0 {
-			if first, _ := ParseCIDR(entries[firstFamily].CIDR); first.Addr().Is4() != p.Addr().Is4() {
-				errs = append(errs, fieldErr(cidrPath(i), "%s is %s but %s %s is %s; all cluster networks must be one address family",
-					p, Family(p), cidrPath(firstFamily), first, Family(first)))
+			first, _ := ParseCIDR(entries[firstFamily].CIDR)
+			if err := CheckFamily(p, cidrPath(firstFamily), first); err != nil {
+				errs = append(errs, fielderr.New(cidrPath(i), "%v", err))
 				continue
 			}
 		} else {
 			firstFamily = i
 		}
-		hsl, room := int64(e.HostSubnetLength), int64(HostBits(p))
-		switch {
-		case hsl < minHostBits:
-			errs = append(errs, fieldErr(hslPath(i), "%d leaves no pod address: a host subnet needs at least %d host bits (2^%d − 2 = 2 addresses)",
-				hsl, minHostBits, minHostBits))
-			continue
-		case hsl >= room:
-			what := "no host subnet"
-			if hsl == room {
-				what = "only one host subnet"
-			}
-			msg := fmt.Sprintf("%d leaves %s in %s, which has %d host bits; it must be less than %d", hsl, what, p, room, room)
-			if bits := int64(p.Addr().BitLen()) - hsl; bits >= minHostBits && bits < room {
-				// The usual slip: the subnet's prefix length (/23) written for its host bits (9).
-				msg += fmt.Sprintf(" (hostSubnetLength counts host bits: /%d host subnets are hostSubnetLength %d)", hsl, bits)
-			}
-			errs = append(errs, &FieldError{Field: hslPath(i), Message: msg})
+		if err := CheckHostSubnetLength(p, int64(e.HostSubnetLength)); err != nil {
+			errs = append(errs, fielderr.New(hslPath(i), "%v", err))
 			continue
 		}
-		valid = append(valid, indexed{Pool{CIDR: p, HostSubnetLength: int(hsl)}, i})
+		valid = append(valid, indexed{Pool{CIDR: p, HostSubnetLength: int(e.HostSubnetLength)}, i})
 	}
 
 	// Overlaps are reported on the later entry, naming the earlier one.
 	for b := range valid {
 		for a := range b {
 			if valid[a].CIDR.Overlaps(valid[b].CIDR) {
-				errs = append(errs, fieldErr(cidrPath(valid[b].i), "%s overlaps %s %s",
+				errs = append(errs, fielderr.New(cidrPath(valid[b].i), "%s overlaps %s %s",
 					valid[b].CIDR, cidrPath(valid[a].i), valid[a].CIDR))
 			}
 		}
 	}
 
 	if serviceNetwork == "" {
-		errs = append(errs, fieldErr(serviceNetworkPath, "is required; want a CIDR such as 172.30.0.0/16"))
+		errs = append(errs, fielderr.New(serviceNetworkPath, "is required; want a CIDR such as 172.30.0.0/16"))
 	} else if svc, err := ParseCIDR(serviceNetwork); err != nil {
-		errs = append(errs, fieldErr(serviceNetworkPath, "%v", err))
+		errs = append(errs, fielderr.New(serviceNetworkPath, "%v", err))
 	} else {
 		for _, v := range valid {
 			if svc.Overlaps(v.CIDR) {
-				errs = append(errs, fieldErr(serviceNetworkPath, "%s overlaps %s %s", svc, cidrPath(v.i), v.CIDR))
+				errs = append(errs, fielderr.New(serviceNetworkPath, "%s overlaps %s %s", svc, cidrPath(v.i), v.CIDR))
 			}
 		}
 	}
