@@ -38,6 +38,7 @@ import (
 	sluiceinformers "github.com/sluice-net/sluice/pkg/client/informers/externalversions/sluice/v1alpha1"
 	sluicelisters "github.com/sluice-net/sluice/pkg/client/listers/sluice/v1alpha1"
 	"github.com/sluice-net/sluice/pkg/controller/workers"
+	"github.com/sluice-net/sluice/pkg/informer"
 )
 
 // ControllerName is the component name of events and logs.
@@ -167,13 +168,13 @@ func New(kube kubernetes.Interface, sluice versioned.Interface,
 }
 
 func (c *Controller) enqueueNode(obj any) {
-	if n, ok := workers.Object[*corev1.Node](obj); ok {
+	if n, ok := informer.Object[*corev1.Node](obj); ok {
 		c.queue.Add(key{kind: nodeKey, name: n.Name})
 	}
 }
 
 func subnetFrom(obj any) *sluicev1alpha1.HostSubnet {
-	hs, _ := workers.Object[*sluicev1alpha1.HostSubnet](obj)
+	hs, _ := informer.Object[*sluicev1alpha1.HostSubnet](obj)
 	return hs
 }
 

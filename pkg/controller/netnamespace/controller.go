@@ -36,6 +36,7 @@ import (
 	sluiceinformers "github.com/sluice-net/sluice/pkg/client/informers/externalversions/sluice/v1alpha1"
 	sluicelisters "github.com/sluice-net/sluice/pkg/client/listers/sluice/v1alpha1"
 	"github.com/sluice-net/sluice/pkg/controller/workers"
+	"github.com/sluice-net/sluice/pkg/informer"
 	"github.com/sluice-net/sluice/pkg/vnid"
 )
 
@@ -159,13 +160,13 @@ func New(kube kubernetes.Interface, sluice versioned.Interface,
 }
 
 func (c *Controller) enqueueNamespace(obj any) {
-	if ns, ok := workers.Object[*corev1.Namespace](obj); ok {
+	if ns, ok := informer.Object[*corev1.Namespace](obj); ok {
 		c.queue.Add(ns.Name)
 	}
 }
 
 func netNamespaceFrom(obj any) *sluicev1alpha1.NetNamespace {
-	nn, _ := workers.Object[*sluicev1alpha1.NetNamespace](obj)
+	nn, _ := informer.Object[*sluicev1alpha1.NetNamespace](obj)
 	return nn
 }
 

@@ -1,8 +1,8 @@
 // Package workers is the worker loop Sluice's controllers share: wait for
 // the informer caches, queue everything once, then reconcile queue keys on
 // N workers until the context ends, retrying failed keys with the queue's
-// rate limiter (sample-controller style, level-based). Object unwraps
-// informer events for the controllers and the agent alike.
+// rate limiter (sample-controller style, level-based). Informer events are
+// unwrapped with pkg/informer.
 package workers
 
 import (
@@ -73,14 +73,4 @@ func (l *Loop[K]) ProcessNext(ctx context.Context) bool {
 	}
 	l.Queue.Forget(k)
 	return true
-}
-
-// Object is the object of an informer event as a T, unwrapping the
-// tombstone a delete handler may get instead.
-func Object[T any](obj any) (T, bool) {
-	if tomb, ok := obj.(cache.DeletedFinalStateUnknown); ok {
-		obj = tomb.Obj
-	}
-	t, ok := obj.(T)
-	return t, ok
 }
