@@ -84,6 +84,32 @@ func startLab(t *testing.T, name string, args ...string) *labEnv {
 	return e
 }
 
+// addNode grows the lab by one node, whatever its size, and returns the new node's name
+// once it has a HostSubnet. Tests that join or delete a node add one of their own, so that
+// they do not depend on the order the tests run in.
+func (e *labEnv) addNode(t *testing.T) string {
+	t.Helper()
+	cfg, err := lab.LoadConfig(e.stateDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := cfg.Nodes + 1
+	node := fmt.Sprintf("node%d", n)
+	if out := e.must(t, "up", "--nodes", fmt.Sprint(n)); !strings.Contains(out, "kubelet-"+node) {
+		t.Fatalf("up --nodes %d did not start %s:\n%s", n, node, out)
+	}
+	if e.cfg, err = lab.LoadConfig(e.stateDir); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, "HostSubnet for "+node, func() error {
+		if _, ok := e.hostSubnets(t)[node]; !ok {
+			return fmt.Errorf("none yet")
+		}
+		return nil
+	})
+	return node
+}
+
 func (e *labEnv) up(args ...string) error {
 	t0 := time.Now()
 	out, code := e.sh(append([]string{"up", "--api-port", fmt.Sprint(freePort())}, args...)...)

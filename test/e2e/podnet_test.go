@@ -409,21 +409,8 @@ func TestNodeJoin(t *testing.T) {
 	e.applyPod(t, ns, "old", "node1", "http")
 	old := e.waitReady(t, ns, "old")["old"]
 	t0 := time.Now()
-	if out := e.must(t, "up", "--nodes", "4"); !strings.Contains(out, "kubelet-node4") {
-		t.Fatalf("up --nodes 4 did not start node4:\n%s", out)
-	}
-	cfg, err := lab.LoadConfig(e.stateDir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.cfg = cfg
-	eventually(t, 30*time.Second, "HostSubnet for node4", func() error {
-		if _, ok := e.hostSubnets(t)["node4"]; !ok {
-			return fmt.Errorf("none yet")
-		}
-		return nil
-	})
-	e.applyPod(t, ns, "new", "node4", "http")
+	node := e.addNode(t)
+	e.applyPod(t, ns, "new", node, "http")
 	fresh := e.waitReady(t, ns, "new")["new"]
 	eventually(t, 30*time.Second, "old pod reaches the new node's pod", func() error {
 		out, code := e.sh("exec", ns+"/old", "--", labBin, "probe", "tcp", fresh.Status.PodIP+":80", "--timeout", "1s")
@@ -432,5 +419,5 @@ func TestNodeJoin(t *testing.T) {
 		}
 		return nil
 	})
-	t.Logf("node4 joined and its pod was reachable from node1 %s after `up --nodes 4` began", time.Since(t0).Round(100*time.Millisecond))
+	t.Logf("%s joined and its pod was reachable from node1 %s after `up --nodes` began", node, time.Since(t0).Round(100*time.Millisecond))
 }
