@@ -178,8 +178,9 @@ func render(r plan.Result, format string) (string, error) {
 // cannot drift from the code.
 func planHelp() string {
 	var b strings.Builder
-	b.WriteString(`Plan a cluster's capacity and addresses by the method of seed 004 (section 2.2.3:
-compute, network and storage planning), and check a ClusterNetwork before it is applied.
+	b.WriteString(`Plan a cluster's capacity and addresses by the method of OpenShift's capacity-planning
+chapter (compute, network and storage planning), and check a ClusterNetwork before it is
+applied.
 
 sluicectl plan reads one plan document (-f; every field optional) and prints:
 

@@ -8,10 +8,13 @@ import (
 )
 
 // ClusterNetwork is the part of a sluice.dev/v1alpha1 ClusterNetwork manifest that planning
-// reads. It mirrors the CRD's spec as the design brief fixes it ("Custom resources"); it is
-// declared here because the API types do not exist yet, and should give way to them when
-// they do. Metadata and status are accepted and ignored, so that the output of
-// `kubectl get clusternetwork default -o yaml` can be checked as it is.
+// reads: the spec of the API type (pkg/apis/sluice/v1alpha1), declared again so that a
+// manifest is decoded as strictly as a plan and a missing hostSubnetLength can be told from
+// zero. It predates the API types and does not follow them in one respect: here spec.mtu is
+// the pods' MTU (default 1450), where the API and the CRD define it as the underlay's (default
+// 1500, pods getting 50 bytes less with VXLAN). Metadata and status are accepted and
+// ignored, so that the output of `kubectl get clusternetwork default -o yaml` can be checked
+// as it is.
 type ClusterNetwork struct {
 	APIVersion string             `json:"apiVersion"`
 	Kind       string             `json:"kind"`

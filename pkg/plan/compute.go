@@ -279,7 +279,7 @@ func nodesByMemory(in Input) (Ratio, *big.Rat) {
 }
 
 // smallCluster is the size at or below which one node is added so that the others can take
-// a failed node's pods (the seed: "four to five compute nodes"). Larger clusters carry that
+// a failed node's pods (the chapter: "four to five compute nodes"). Larger clusters carry that
 // room in workload.reservePercent.
 const smallCluster = 5
 

@@ -1,5 +1,7 @@
 // Package plan is the capacity and address planner behind `sluicectl plan`: the method of
-// seed 004, section 2.2.3 (compute, network and storage planning).
+// OpenShift's capacity-planning chapter (compute, network and storage planning for an
+// OpenShift cluster, with a worked example; "the chapter" in this package). docs/planning.md
+// states the figures taken from it and where the tool departs from its text.
 //
 // It is a deterministic core with no I/O. DecodeInput reads a plan document strictly on top of
 // DefaultInput; Input.Validate reports bad values as one-line fielderr.Errors that name the field

@@ -6,7 +6,8 @@ import (
 	"testing"
 )
 
-// The worked examples of seed 004, section 2.2.3, must come out exactly.
+// The worked examples of OpenShift's capacity-planning chapter (quoted below) must come out
+// exactly.
 
 func intPtr(n int) *int { return &n }
 
@@ -43,7 +44,7 @@ func TestGoldenPodsPerNode(t *testing.T) {
 		want:        40,
 		wantBinding: termCoresPods,
 	}, {
-		// "if pods per core is not set, a node can run at most 250 pods" (the seed takes
+		// "if pods per core is not set, a node can run at most 250 pods" (the chapter takes
 		// the network's limit as 256 there; /23 host subnets give 510).
 		name:        "no pods-per-core limit",
 		edit:        func(in *Input) { in.Node.PodsPerCore = 0 },
@@ -164,11 +165,11 @@ func TestGoldenNodesNeeded(t *testing.T) {
 	}{{
 		// "125 cores, 845 GB, 8 vCPU / 32 G nodes, 30 % reserve: 40.625 by CPU (mind the
 		// core-to-vCPU conversion), 34.328 by memory, the larger rounded up: 41".
-		name: "seed", cores: 125, memGiB: 845, reserve: 30,
+		name: "the chapter's workload", cores: 125, memGiB: 845, reserve: 30,
 		wantCPU: 40.625, wantMem: 34.328125, wantNodes: 41, wantBinding: termByCPU,
 	}, {
 		// "CPU can be overcommitted, memory cannot: take the minimum, 35 nodes".
-		name: "seed with CPU overcommit", cores: 125, memGiB: 845, reserve: 30, overcommit: true,
+		name: "the chapter's workload with CPU overcommit", cores: 125, memGiB: 845, reserve: 30, overcommit: true,
 		wantCPU: 40.625, wantMem: 34.328125, wantNodes: 35, wantBinding: termByMemory,
 	}, {
 		// 40 × 2 × 1.3 / 8 is 13 exactly; in float64 it is 13.000000000000002, which would
@@ -208,7 +209,7 @@ func TestGoldenNodesNeeded(t *testing.T) {
 			}
 		})
 	}
-	// The seed rounds 34.328125 to three decimals.
+	// The chapter rounds 34.328125 to three decimals.
 	r := mustCompute(t, DefaultInput())
 	if got := math.Round(r.NodesByMemory.Value*1000) / 1000; got != 34.328 {
 		t.Errorf("nodesByMemory to three decimals = %v, want 34.328", got)
@@ -217,7 +218,7 @@ func TestGoldenNodesNeeded(t *testing.T) {
 
 func TestGoldenLogging(t *testing.T) {
 	// "256 bytes a line, 10 lines a second: 256 × 10 × 60 × 60 × 24, about 216 MB a pod a
-	// day ... 200 pods, about 43 G a day; kept a week, 300 G". The seed's MB is 1000 KiB
+	// day ... 200 pods, about 43 G a day; kept a week, 300 G". The chapter's MB is 1000 KiB
 	// (221,184,000 B = 216,000 KiB), so its figures are exact in KiB: 216,000; 43,200,000;
 	// 302,400,000. Its week leaves out the 20 % it recommends adding; the logging answer
 	// includes it.
@@ -261,15 +262,15 @@ func TestGoldenStorage(t *testing.T) {
 		want int64
 		per  string
 	}{
-		{"etcd", s.Etcd, 20 * gib, perControlPlaneNode},                   // seed: /var/lib/etcd at least 20 GB
-		{"containerRuntime", s.ContainerRuntime, 100 * gib, perNode},      // seed: 100 G or more
-		{"nodeLogs", s.NodeLogs, 15 * gib, perNode},                       // seed: /var/log at least 15 G
-		{"baseImageRegistry", s.BaseImageRegistry, 100 * gib, perCluster}, // seed: 100 or 200 G
+		{"etcd", s.Etcd, 20 * gib, perControlPlaneNode},                   // the chapter: /var/lib/etcd at least 20 GB
+		{"containerRuntime", s.ContainerRuntime, 100 * gib, perNode},      // the chapter: 100 G or more
+		{"nodeLogs", s.NodeLogs, 15 * gib, perNode},                       // the chapter: /var/log at least 15 G
+		{"baseImageRegistry", s.BaseImageRegistry, 100 * gib, perCluster}, // the chapter: 100 or 200 G
 		{"buildRegistry", s.BuildRegistry, 50*100*30*mib + 100*gib, perCluster},
 		{"releaseRegistry", s.ReleaseRegistry, 5 * 500 * 90 * mib, perCluster},
 		// 41 nodes × 0.125 GiB × 15 days × 1.2 × 2 replicas.
 		{"prometheus", s.Prometheus, 41 * gib / 8 * 15 * 12 / 10 * 2, perCluster},
-		{"alertmanager", s.Alertmanager, 3 * 40 * gib, perCluster}, // seed: 40 G; 3 instances
+		{"alertmanager", s.Alertmanager, 3 * 40 * gib, perCluster}, // the chapter: 40 G; 3 instances
 	} {
 		if tc.got.Bytes != tc.want || tc.got.Per != tc.per {
 			t.Errorf("%s = %d B per %s, want %d B per %s (%s)", tc.name, tc.got.Bytes, tc.got.Per, tc.want, tc.per, tc.got.Workings)

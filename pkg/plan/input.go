@@ -21,8 +21,8 @@ type Input struct {
 	Storage  Storage  `json:"storage"`
 }
 
-// Release holds the limits of the platform release the cluster runs (seed 004 table 2-4:
-// OpenShift 4.x).
+// Release holds the limits of the platform release the cluster runs; the defaults are
+// OpenShift 4's, as the chapter gives them: 2000 nodes, 150000 pods, 250 pods a node.
 type Release struct {
 	MaxNodes       int64 `json:"maxNodes"`
 	MaxPods        int64 `json:"maxPods"`
@@ -88,7 +88,8 @@ func (e ClusterNetworkEntry) MarshalJSON() ([]byte, error) {
 	return json.Marshal(plain(e))
 }
 
-// Workload is what the applications need, before any reserve (seed 004 table 2-5).
+// Workload is what the applications need, before any reserve, as the chapter states a
+// workload: physical cores, memory, a reserve percentage and whether CPU is overcommitted.
 type Workload struct {
 	// CPUCores counts physical cores; they are converted to vCPU with Node.VCPUPerCore.
 	CPUCores       float64 `json:"cpuCores"`
@@ -158,10 +159,10 @@ type Monitoring struct {
 // DefaultHostSubnetLength is OpenShift SDN's default: /23 host subnets in IPv4.
 const DefaultHostSubnetLength = 9
 
-// DefaultInput returns the plan every field of a plan file defaults to: the seed's worked
+// DefaultInput returns the plan every field of a plan file defaults to: the chapter's worked
 // example (OpenShift 4 limits, 8 vCPU / 32 GiB nodes, 10.128.0.0/14 split with 9 host bits,
 // a 125-core / 845 GiB workload with 30 % reserve, 256-byte log lines at 10 a second from
-// 200 pods kept a week) and, where the seed gives no figure, an illustrative one that
+// 200 pods kept a week) and, where the chapter gives no figure, an illustrative one that
 // FieldDocs marks as such.
 func DefaultInput() Input {
 	return Input{
@@ -230,7 +231,7 @@ var fieldHelp = map[string]string{
 	"storage.buildRegistry.buildSizeMiB":  "image size a build adds, MiB (illustrative)",
 	"storage.buildRegistry.retainDays":    "days builds are kept (illustrative)",
 	"storage.buildRegistry.baseImagesGiB": "base images kept beside the builds, GiB",
-	"storage.baseImageRegistry.sizeGiB":   "external base-image registry (the seed: 100 or 200 is enough)",
+	"storage.baseImageRegistry.sizeGiB":   "external base-image registry (the chapter: 100 or 200 is enough)",
 
 	"storage.releaseRegistry.releasesPerDay": "releases pushed a day to the production registry (illustrative)",
 	"storage.releaseRegistry.imageSizeMiB":   "average released image, MiB (illustrative)",

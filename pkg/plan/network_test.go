@@ -19,7 +19,7 @@ func TestConflicts(t *testing.T) {
 		name: "service inside the cluster network", cluster: []string{"10.128.0.0/14"}, service: "10.130.0.0/16",
 		want: []string{"network.clusterNetwork[0] 10.128.0.0/14 overlaps network.serviceNetwork 10.130.0.0/16 (common: 10.130.0.0/16)"},
 	}, {
-		// The seed's warning: an outside system on 172.30.0.0/16 collides with the default
+		// The chapter's warning: an outside system on 172.30.0.0/16 collides with the default
 		// service network.
 		name: "every pair, in order", cluster: []string{"10.128.0.0/14"}, service: "172.30.0.0/16",
 		datacenter: []string{"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "10.129.4.0/24"},

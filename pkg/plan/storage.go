@@ -5,8 +5,8 @@ import (
 	"math/big"
 )
 
-// StoragePlan sizes each storage component (seed 004, "OpenShift storage capacity
-// planning"): the fixed minimums of a node's local disks, the registries, the logging
+// StoragePlan sizes each storage component as the storage part of OpenShift's
+// capacity-planning chapter does: the fixed minimums of a node's local disks, the registries, the logging
 // stack's Elasticsearch and the monitoring stack.
 type StoragePlan struct {
 	Etcd              Size `json:"etcd"`

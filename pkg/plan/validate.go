@@ -107,7 +107,7 @@ func (v *validator) nonNegative(path string, f float64) {
 	}
 }
 
-// podsByCPU is floor(vCPU / vCPUPerCore × podsPerCore): the seed's 8 vCPU node is 4 cores,
+// podsByCPU is floor(vCPU / vCPUPerCore × podsPerCore): the chapter's 8 vCPU node is 4 cores,
 // so 10 pods per core allow 40 pods.
 func podsByCPU(n Node) int64 {
 	return floorRat(big.NewRat(satMul(n.VCPU, n.PodsPerCore), n.VCPUPerCore))
