@@ -17,8 +17,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"io"
-	"log/slog"
+	"github.com/go-logr/logr"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -36,7 +35,6 @@ import (
 	"github.com/sluice-net/sluice/pkg/agent/cniserver"
 	"github.com/sluice-net/sluice/pkg/agent/dataplane"
 	"github.com/sluice-net/sluice/pkg/agent/link"
-	"github.com/sluice-net/sluice/pkg/agent/node"
 	"github.com/sluice-net/sluice/pkg/agent/podnet"
 	"github.com/sluice-net/sluice/pkg/lab/kubebuild"
 	"github.com/sluice-net/sluice/pkg/netns"
@@ -118,7 +116,7 @@ func inner() error {
 
 	// Sluice's agent side, in this namespace, as the real agent wires it.
 	subnet := netip.MustParsePrefix("10.128.0.0/23")
-	ipam, err := node.OpenIPAM(filepath.Join(work, "ipam"), subnet)
+	ipam, err := podnet.OpenIPAM(filepath.Join(work, "ipam"), subnet)
 	if err != nil {
 		return err
 	}
@@ -126,13 +124,18 @@ func inner() error {
 	if err != nil {
 		return err
 	}
-	dp := dataplane.New(nft)
-	if err := dp.Sync(ctx, dataplane.State{ClusterCIDRs: []netip.Prefix{netip.MustParsePrefix("10.128.0.0/14")},
-		ServiceCIDRs: []netip.Prefix{netip.MustParsePrefix("172.30.0.0/16")}}); err != nil {
+	quiet := logr.Discard()
+	base := dataplane.NewBase()
+	base.SetNetworks([]netip.Prefix{netip.MustParsePrefix("10.128.0.0/14")}, []netip.Prefix{netip.MustParsePrefix("172.30.0.0/16")})
+	owner := dataplane.NewOwner(nft, quiet)
+	owner.Register(base)
+	octx, stopOwner := context.WithCancel(ctx)
+	defer stopOwner()
+	go owner.Run(octx)
+	if err := owner.Sync(ctx); err != nil {
 		return err
 	}
-	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	pn := &podnet.Network{IPAM: ipam, Links: podnet.RealLinks{}, Dataplane: dp, Subnet: subnet, MTU: 1450, Log: quiet}
+	pn := &podnet.Network{IPAM: ipam, Links: podnet.RealLinks{}, Hooks: []podnet.PodHook{base}, Table: owner, Subnet: subnet, MTU: 1450, Log: quiet}
 	pn.SetReady(true)
 	sock := filepath.Join(work, "cni.sock")
 	srv := cniserver.New(sock, pn, quiet)
@@ -371,11 +374,13 @@ func throughputCrossNode(ctx context.Context) (float64, error) {
 			if err != nil {
 				return err
 			}
-			return dataplane.New(nft).Sync(ctx, dataplane.State{
-				ClusterCIDRs: []netip.Prefix{netip.MustParsePrefix("10.128.0.0/14")},
-				ServiceCIDRs: []netip.Prefix{netip.MustParsePrefix("172.30.0.0/16")},
-				Pods:         []dataplane.Pod{{Iface: link.HostIfName("xn-" + s.pod), IP: podIP}},
-			})
+			// SyncNow: this goroutine's thread is the one in the namespace.
+			base := dataplane.NewBase()
+			base.SetNetworks([]netip.Prefix{netip.MustParsePrefix("10.128.0.0/14")}, []netip.Prefix{netip.MustParsePrefix("172.30.0.0/16")})
+			base.PodAdded(dataplane.Pod{Iface: link.HostIfName("xn-" + s.pod), IP: podIP})
+			owner := dataplane.NewOwner(nft, logr.Discard())
+			owner.Register(base)
+			return owner.SyncNow(ctx)
 		})
 	}
 	if err := setup(A, B); err != nil {

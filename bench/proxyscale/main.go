@@ -19,8 +19,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"io"
-	"log/slog"
+	"github.com/go-logr/logr"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -138,14 +137,20 @@ func measure(n int) (result, error) {
 		if err != nil {
 			return err
 		}
-		if err := dataplane.New(nft).Sync(ctx, dataplane.State{ClusterCIDRs: []netip.Prefix{netip.MustParsePrefix("10.128.0.0/14")},
-			ServiceCIDRs: []netip.Prefix{netip.MustParsePrefix("172.30.0.0/16")}}); err != nil {
+		// The agent's table owner, synced in this goroutine (SyncNow): its
+		// thread is the one inside the namespace.
+		base := dataplane.NewBase()
+		base.SetNetworks([]netip.Prefix{netip.MustParsePrefix("10.128.0.0/14")}, []netip.Prefix{netip.MustParsePrefix("172.30.0.0/16")})
+		owner := dataplane.NewOwner(nft, logr.Discard())
+		owner.Register(base)
+		if err := owner.SyncNow(ctx); err != nil {
 			return err
 		}
 		node := proxy.NodeInfo{Name: "node1", IPs: []netip.Addr{netip.MustParseAddr("172.28.0.11")}}
-		p := proxy.NewProxier(nft, corelisters.NewServiceLister(svcs), slices, node, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		p := proxy.NewProxier(corelisters.NewServiceLister(svcs), slices, node, logr.Discard(), func() {})
+		owner.Register(p)
 		t0 := time.Now()
-		if err := p.Sync(ctx); err != nil {
+		if err := owner.SyncNow(ctx); err != nil {
 			return fmt.Errorf("cold sync of %d services: %w", n, err)
 		}
 		r.cold = time.Since(t0)
@@ -155,7 +160,7 @@ func measure(n int) (result, error) {
 			slices.Update(es)
 			t := time.Now()
 			p.SliceChanged(es)
-			if err := p.Sync(ctx); err != nil {
+			if err := owner.SyncNow(ctx); err != nil {
 				return fmt.Errorf("change %d: %w", k, err)
 			}
 			r.change = append(r.change, time.Since(t))

@@ -12,6 +12,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/go-logr/logr"
 	"net"
 	"os"
 	"os/exec"
@@ -150,7 +151,7 @@ func newCNIEnv(t *testing.T, bin string) *cniEnv {
 		h:         &recordingHandler{fail: map[string]error{}},
 	}
 	e.cni = libcni.NewCNIConfigWithCacheDir([]string{e.pluginDir}, t.TempDir(), nil)
-	e.srv = cniserver.New(e.sock, e.h, nil)
+	e.srv = cniserver.New(e.sock, e.h, logr.Discard())
 	e.srv.SetReady(true)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

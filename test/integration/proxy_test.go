@@ -5,8 +5,7 @@ package integration
 import (
 	"context"
 	"fmt"
-	"io"
-	"log/slog"
+	"github.com/go-logr/logr"
 	"net/netip"
 	"os/exec"
 	"strings"
@@ -81,7 +80,6 @@ func TestProxierAgainstKernel(t *testing.T) {
 		}
 	}
 	node := proxy.NodeInfo{Name: "n1", IPs: []netip.Addr{netip.MustParseAddr("192.168.7.1")}}
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 
 	err := netns.Do(netns.Path(ns), func() error {
 		ctx := context.Background()
@@ -89,17 +87,19 @@ func TestProxierAgainstKernel(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		dp := dataplane.State{ClusterCIDRs: []netip.Prefix{netip.MustParsePrefix("10.128.0.0/14")},
-			ServiceCIDRs: []netip.Prefix{netip.MustParsePrefix("172.30.0.0/16")}}
-		if err := dataplane.New(nft).Sync(ctx, dp); err != nil {
-			return err
-		}
-		p := proxy.NewProxier(nft, corelisters.NewServiceLister(svcs), slices, node, log)
+		// The owner syncs in this goroutine (SyncNow): its thread is the
+		// one inside the namespace.
+		base := dataplane.NewBase()
+		base.SetNetworks([]netip.Prefix{netip.MustParsePrefix("10.128.0.0/14")}, []netip.Prefix{netip.MustParsePrefix("172.30.0.0/16")})
+		own := dataplane.NewOwner(nft, logr.Discard())
+		p := proxy.NewProxier(corelisters.NewServiceLister(svcs), slices, node, logr.Discard(), func() {})
+		own.Register(base)
+		own.Register(p)
 		put(p, service("web", "172.30.0.10", false), slice("web", "10.128.0.2", "10.128.2.2", "10.128.4.2"),
 			service("sticky", "172.30.0.11", true), slice("sticky", "10.128.0.3", "10.128.2.3"),
 			service("old", "172.30.0.12", false), slice("old", "10.128.0.4"),
 			guarded("10.0.0.0/8", "192.168.7.0/24"), slice("guarded", "10.128.0.5"))
-		if err := p.Sync(ctx); err != nil {
+		if err := own.SyncNow(ctx); err != nil {
 			return fmt.Errorf("full sync: %w", err)
 		}
 		table := func() string {
@@ -121,7 +121,7 @@ func TestProxierAgainstKernel(t *testing.T) {
 		put(p, slice("web", "10.128.0.2"), slice("sticky", "10.128.0.3", "10.128.2.3", "10.128.4.3"), guarded("203.0.113.0/24"))
 		svcs.Delete(service("old", "172.30.0.12", false))
 		p.ServiceChanged("ns", "old")
-		if err := p.Sync(ctx); err != nil {
+		if err := own.SyncNow(ctx); err != nil {
 			return fmt.Errorf("partial sync: %w", err)
 		}
 		if s := p.Stats(); s.Partial != 1 || s.Failed != 0 {
@@ -137,8 +137,10 @@ func TestProxierAgainstKernel(t *testing.T) {
 		// A new process prunes what the old one left: "sticky" is gone
 		// while nobody watched.
 		svcs.Delete(service("sticky", "172.30.0.11", true))
-		p2 := proxy.NewProxier(nft, corelisters.NewServiceLister(svcs), slices, node, log)
-		if err := p2.Sync(ctx); err != nil {
+		own2 := dataplane.NewOwner(nft, logr.Discard())
+		own2.Register(dataplane.NewBase())
+		own2.Register(proxy.NewProxier(corelisters.NewServiceLister(svcs), slices, node, logr.Discard(), func() {}))
+		if err := own2.SyncNow(ctx); err != nil {
 			return fmt.Errorf("sync after restart: %w", err)
 		}
 		if got := table(); strings.Contains(got, "affinity-") || strings.Contains(got, "ns/sticky") {
@@ -146,14 +148,17 @@ func TestProxierAgainstKernel(t *testing.T) {
 		}
 
 		// Hand-over: every proxy object goes, the pod network's stay.
-		var lists [3][]string
-		for i, what := range []string{"chains", "sets", "maps"} {
-			if lists[i], err = nft.List(ctx, what); err != nil {
+		var listed dataplane.Objects
+		for _, l := range []struct {
+			what string
+			into *[]string
+		}{{"chains", &listed.Chains}, {"sets", &listed.Sets}, {"maps", &listed.Maps}} {
+			if *l.into, err = nft.List(ctx, l.what); err != nil {
 				return err
 			}
 		}
 		tx := nft.NewTransaction()
-		proxy.Teardown(tx, lists[0], lists[1], lists[2])
+		proxy.Teardown(tx, listed)
 		if err := nft.Run(ctx, tx); err != nil {
 			return fmt.Errorf("teardown: %w", err)
 		}

@@ -14,16 +14,19 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
+	stdlog "log"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/containernetworking/cni/pkg/types"
+
+	"github.com/go-logr/logr"
 
 	"github.com/sluice-net/sluice/pkg/cni"
 )
@@ -41,7 +44,7 @@ const (
 type Server struct {
 	socketPath string
 	h          Handler
-	log        *slog.Logger
+	log        logr.Logger
 	ready      atomic.Bool
 	locks      *keyedLock
 	grace      time.Duration
@@ -54,14 +57,11 @@ type Server struct {
 
 // New returns a server for socketPath that dispatches to h. It is not ready
 // (see SetReady) and not listening (see Run).
-func New(socketPath string, h Handler, log *slog.Logger) *Server {
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
+func New(socketPath string, h Handler, log logr.Logger) *Server {
 	return &Server{
 		socketPath: socketPath,
 		h:          h,
-		log:        log.With("component", "cniserver"),
+		log:        log.WithValues("component", "cniserver"),
 		locks:      newKeyedLock(),
 		grace:      shutdownGrace,
 		callCtx:    context.Background(),
@@ -100,7 +100,7 @@ func (s *Server) Run(ctx context.Context) error {
 	srv := &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+		ErrorLog:          stdlog.New(logWriter{s.log}, "", 0),
 	}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(l) }()
@@ -114,7 +114,7 @@ func (s *Server) Run(ctx context.Context) error {
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), s.grace)
 	defer cancel()
 	if err := srv.Shutdown(shutdownCtx); err != nil {
-		s.log.Warn("CNI calls still running at shutdown; cancelling them", "grace", s.grace)
+		s.log.Info("CNI calls still running at shutdown; cancelling them", "grace", s.grace)
 		cancelCalls()
 		srv.Close()
 	}
@@ -144,7 +144,7 @@ func (s *Server) listen() (net.Listener, error) {
 	case fi.Mode().Perm()&0o077 != 0:
 		// Not ours to change (it may be shared); the socket's own 0600
 		// still keeps others out once it is set.
-		s.log.Warn("CNI socket directory is accessible to other users", "dir", dir, "mode", fi.Mode().Perm().String())
+		s.log.Info("CNI socket directory is accessible to other users", "dir", dir, "mode", fi.Mode().Perm().String())
 	}
 
 	if fi, err := os.Lstat(s.socketPath); err == nil {
@@ -158,7 +158,7 @@ func (s *Server) listen() (net.Listener, error) {
 		if err := os.Remove(s.socketPath); err != nil {
 			return nil, fmt.Errorf("remove stale CNI socket: %w", err)
 		}
-		s.log.Info("removed stale CNI socket", "socket", s.socketPath)
+		s.log.Info("Removed stale CNI socket", "socket", s.socketPath)
 	}
 	l, err := net.Listen("unix", s.socketPath)
 	if err != nil {
@@ -181,7 +181,7 @@ func (s *Server) serveCNI(w http.ResponseWriter, r *http.Request) {
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxRequest))
 	if err := dec.Decode(&req); err != nil {
 		e := types.NewError(types.ErrDecodingFailure, "cannot decode the request from sluice-cni", err.Error())
-		s.log.Warn("CNI request rejected", "code", e.Code, "error", e.Error())
+		s.log.Error(e, "CNI request rejected", "code", e.Code)
 		writeReply(w, http.StatusOK, &cni.Reply{Error: e})
 		return
 	}
@@ -199,16 +199,16 @@ func writeReply(w http.ResponseWriter, status int, reply *cni.Reply) {
 // only the wait for the container's lock.
 func (s *Server) handle(reqCtx context.Context, req *cni.Request) (reply *cni.Reply, status int) {
 	start := time.Now()
-	log := s.log.With("cmd", req.Command, "containerID", req.ContainerID, "ifName", req.IfName)
+	log := s.log.WithValues("cmd", req.Command, "containerID", req.ContainerID, "ifName", req.IfName)
 	defer func() {
 		attrs := []any{"duration", time.Since(start).Round(time.Microsecond)}
 		switch {
 		case reply.Error == nil && (req.Command == cni.CmdCheck || req.Command == cni.CmdStatus):
-			log.Debug("CNI call done", attrs...)
+			log.V(4).Info("CNI call done", attrs...)
 		case reply.Error == nil:
-			log.Info("CNI call done", attrs...)
+			log.V(2).Info("CNI call done", attrs...)
 		default:
-			log.Warn("CNI call failed", append(attrs, "code", reply.Error.Code, "error", reply.Error.Error())...)
+			log.Error(reply.Error, "CNI call failed", append(attrs, "code", reply.Error.Code)...)
 		}
 	}()
 
@@ -217,7 +217,7 @@ func (s *Server) handle(reqCtx context.Context, req *cni.Request) (reply *cni.Re
 		return &cni.Reply{Error: verr}, http.StatusOK
 	}
 	if call.PodName != "" {
-		log = log.With("pod", call.PodNamespace+"/"+call.PodName)
+		log = log.WithValues("pod", call.PodNamespace+"/"+call.PodName)
 	}
 	if !s.ready.Load() && req.Command != cni.CmdDel {
 		if req.Command == cni.CmdStatus {
@@ -250,7 +250,7 @@ func (s *Server) handle(reqCtx context.Context, req *cni.Request) (reply *cni.Re
 func (s *Server) dispatch(cmd string, conf *cni.NetConf, call *Call) (reply *cni.Reply, status int) {
 	defer func() {
 		if p := recover(); p != nil {
-			s.log.Error("CNI handler panicked", "cmd", cmd, "containerID", call.ContainerID, "panic", p, "stack", string(debug.Stack()))
+			s.log.Error(nil, "CNI handler panicked", "cmd", cmd, "containerID", call.ContainerID, "panic", p, "stack", string(debug.Stack()))
 			reply, status = errReply(types.ErrInternal, fmt.Sprintf("sluice agent: %s panicked", cmd), fmt.Sprint(p))
 		}
 	}()
@@ -311,4 +311,13 @@ func handlerError(cmd string, err error) (*cni.Reply, int) {
 
 func errReply(code uint, msg, details string) (*cni.Reply, int) {
 	return &cni.Reply{Error: types.NewError(code, msg, details)}, http.StatusOK
+}
+
+// logWriter hands the HTTP server's own complaints (malformed requests) to
+// the structured log.
+type logWriter struct{ log logr.Logger }
+
+func (w logWriter) Write(b []byte) (int, error) {
+	w.log.Info("HTTP server", "msg", strings.TrimSpace(string(b)))
+	return len(b), nil
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/go-logr/logr"
 	"net"
 	"net/http"
 	"os"
@@ -118,7 +119,7 @@ func startServer(t *testing.T, h Handler, ready bool) (*Server, string) {
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	sock := filepath.Join(dir, "run", "cni.sock")
-	s := New(sock, h, nil)
+	s := New(sock, h, logr.Discard())
 	s.SetReady(ready)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -199,7 +200,7 @@ func TestSocketPermissionsAndCleanup(t *testing.T) {
 	}
 	defer os.RemoveAll(dir)
 	sock := filepath.Join(dir, "a", "b", "cni.sock")
-	s := New(sock, &fakeHandler{}, nil)
+	s := New(sock, &fakeHandler{}, logr.Discard())
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx) }()
@@ -221,7 +222,7 @@ func TestSocketPermissionsAndCleanup(t *testing.T) {
 	}
 
 	// A second server on the same path must not steal a live socket.
-	s2 := New(sock, &fakeHandler{}, nil)
+	s2 := New(sock, &fakeHandler{}, logr.Discard())
 	if err := s2.Run(context.Background()); err == nil || !strings.Contains(err.Error(), "another process") {
 		t.Errorf("second Run on a live socket: %v, want refusal", err)
 	}
@@ -254,7 +255,7 @@ func TestStaleSocketReplaced(t *testing.T) {
 		t.Fatal("stale socket not left behind")
 	}
 
-	s := New(sock, &fakeHandler{}, nil)
+	s := New(sock, &fakeHandler{}, logr.Discard())
 	s.SetReady(true)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -271,7 +272,7 @@ func TestNonSocketNotReplaced(t *testing.T) {
 	dir := t.TempDir()
 	sock := filepath.Join(dir, "cni.sock")
 	os.WriteFile(sock, []byte("precious"), 0o644)
-	err := New(sock, &fakeHandler{}, nil).Run(context.Background())
+	err := New(sock, &fakeHandler{}, logr.Discard()).Run(context.Background())
 	if err == nil || !strings.Contains(err.Error(), "not a socket") {
 		t.Fatalf("Run over a regular file: %v", err)
 	}
@@ -606,7 +607,7 @@ func TestGracefulShutdown(t *testing.T) {
 	}
 	defer os.RemoveAll(dir)
 	sock := filepath.Join(dir, "cni.sock")
-	s := New(sock, h, nil)
+	s := New(sock, h, logr.Discard())
 	s.SetReady(true)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

@@ -1,14 +1,17 @@
-// Package dataplane turns the desired state of one node into its nftables
-// table and keeps the two in sync. Rendering is pure; the only side effect
-// is knftables.Interface.Run, one transaction per sync. See README.md for the
-// table's contract.
+// Package dataplane owns the node's nftables table: the Owner is its one
+// writer, collecting the contributions of every feature (the pod network's
+// Base, the service proxy, isolation) into one transaction per sync; Base
+// and Render are the skeleton the others refer to; Hooks lists every base
+// chain's hook and priority. Rendering is pure; the only side effect is
+// knftables.Interface.Run. See README.md for the table's contract.
 package dataplane
 
 import (
 	"context"
-	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 
 	"sigs.k8s.io/knftables"
@@ -44,83 +47,104 @@ type State struct {
 	Pods         []Pod
 }
 
-// Dataplane owns the node's table.
-type Dataplane struct {
-	nft knftables.Interface
+// Base is the pod network's part of the table, the skeleton every other
+// feature refers to: the table itself, the cluster-cidrs, service-cidrs and
+// pod-ifaddrs sets, anti-spoofing and masquerade. It is a Feature; the pod
+// network admits and forgets pods through it (PodAdded, PodRemoved) and the
+// agent gives it the cluster's networks (SetNetworks). A change of networks
+// re-renders the whole part; pods come and go as set elements.
+type Base struct {
+	mu        sync.Mutex
+	cidrs     State          // ClusterCIDRs and ServiceCIDRs
+	pods      map[string]Pod // by interface
+	gen       uint64         // bumped by every change
+	committed uint64         // gen of the last committed contribution
+	netGen    uint64         // gen of the last change of networks
 
-	mu       sync.Mutex
-	state    State
-	needFull bool
+	// Used by the owner's sync loop only.
+	inTable map[string]Pod // what the table holds, valid after a commit
 }
 
-// New returns a Dataplane that needs a full sync first.
-func New(nft knftables.Interface) *Dataplane { return &Dataplane{nft: nft, needFull: true} }
+// NewBase returns the base with no pods and no networks.
+func NewBase() *Base { return &Base{pods: map[string]Pod{}, netGen: 1, gen: 1} }
 
-// Sync replaces the desired state and programs all of it in one transaction.
-func (d *Dataplane) Sync(ctx context.Context, s State) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.state = clone(s)
-	return d.fullSync(ctx)
-}
+// Name is "pod network".
+func (b *Base) Name() string { return "pod network" }
 
-// AddPod admits a pod's address on its interface. It returns only once the
-// element is in the kernel, so a CNI ADD that waits for it never lets the
-// pod send before anti-spoofing knows it.
-func (d *Dataplane) AddPod(ctx context.Context, p Pod) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.state.Pods = slices.DeleteFunc(d.state.Pods, func(x Pod) bool { return x.Iface == p.Iface })
-	d.state.Pods = append(d.state.Pods, p)
-	if d.needFull {
-		return d.fullSync(ctx)
+// SetNetworks sets the cluster and service networks.
+func (b *Base) SetNetworks(cluster, service []netip.Prefix) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if slices.Equal(cluster, b.cidrs.ClusterCIDRs) && slices.Equal(service, b.cidrs.ServiceCIDRs) {
+		return
 	}
-	tx := d.nft.NewTransaction()
-	tx.Add(podElement(p))
-	return d.run(ctx, tx)
+	b.cidrs.ClusterCIDRs, b.cidrs.ServiceCIDRs = slices.Clone(cluster), slices.Clone(service)
+	b.gen++
+	b.netGen = b.gen
 }
 
-// RemovePod forgets a pod's interface.
-func (d *Dataplane) RemovePod(ctx context.Context, iface string) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	var gone []Pod
-	d.state.Pods = slices.DeleteFunc(d.state.Pods, func(x Pod) bool {
-		if x.Iface == iface {
-			gone = append(gone, x)
-			return true
+// PodAdded admits p's address on its interface at the next sync.
+func (b *Base) PodAdded(p Pod) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.pods[p.Iface] = p
+	b.gen++
+}
+
+// PodRemoved forgets the pod on iface at the next sync.
+func (b *Base) PodRemoved(iface string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if _, ok := b.pods[iface]; ok {
+		delete(b.pods, iface)
+		b.gen++
+	}
+}
+
+// Contribute renders everything when full or when the networks changed,
+// else adds and deletes the pods' elements that changed.
+func (b *Base) Contribute(_ context.Context, tx *knftables.Transaction, full bool, _ func() (Objects, error)) (func(bool), error) {
+	b.mu.Lock()
+	gen := b.gen
+	if !full && gen == b.committed {
+		b.mu.Unlock()
+		return nil, nil
+	}
+	full = full || b.netGen > b.committed
+	st := clone(b.cidrs)
+	pods := maps.Clone(b.pods)
+	b.mu.Unlock()
+
+	if full {
+		st.Pods = slices.Collect(maps.Values(pods))
+		slices.SortFunc(st.Pods, func(x, y Pod) int { return strings.Compare(x.Iface, y.Iface) })
+		Render(tx, st)
+	} else {
+		for iface, p := range b.inTable {
+			if q, ok := pods[iface]; !ok || q.IP != p.IP {
+				tx.Delete(podElement(p))
+			}
 		}
-		return false
-	})
-	if d.needFull {
-		return d.fullSync(ctx)
+		for iface, p := range pods {
+			if q, ok := b.inTable[iface]; !ok || q.IP != p.IP {
+				tx.Add(podElement(p))
+			}
+		}
 	}
-	if len(gone) == 0 {
-		return nil
-	}
-	tx := d.nft.NewTransaction()
-	for _, p := range gone {
-		tx.Delete(podElement(p))
-	}
-	return d.run(ctx, tx)
+	return func(ok bool) {
+		if !ok {
+			return
+		}
+		b.inTable = pods
+		b.mu.Lock()
+		b.committed = max(b.committed, gen)
+		b.mu.Unlock()
+	}, nil
 }
 
-func (d *Dataplane) fullSync(ctx context.Context) error {
-	tx := d.nft.NewTransaction()
-	Render(tx, d.state)
-	return d.run(ctx, tx)
-}
-
-// run executes tx; any failure makes the next change a full sync.
-func (d *Dataplane) run(ctx context.Context, tx *knftables.Transaction) error {
-	success := false
-	defer func() { d.needFull = !success }()
-	if err := d.nft.Run(ctx, tx); err != nil {
-		return fmt.Errorf("nftables sync: %w", err)
-	}
-	success = true
-	return nil
-}
+// Owned: the base's objects are never pruned (only an uninstall deletes
+// the table).
+func (b *Base) Owned() Objects { return Objects{} }
 
 // Render writes the whole table for s into tx: the skeleton is (re)created,
 // chains and sets are flushed and refilled, so the result does not depend on

@@ -3,9 +3,11 @@ package dataplane
 import (
 	"context"
 	"errors"
+	"github.com/go-logr/logr"
 	"net/netip"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"sigs.k8s.io/knftables"
@@ -22,10 +24,26 @@ func state() State {
 	}
 }
 
+// newBase returns a base holding s, and an owner of f running it.
+func newBase(t *testing.T, f knftables.Interface, s State) (*Owner, *Base) {
+	t.Helper()
+	b := NewBase()
+	b.SetNetworks(s.ClusterCIDRs, s.ServiceCIDRs)
+	for _, p := range s.Pods {
+		b.PodAdded(p)
+	}
+	o := NewOwner(f, logr.Discard())
+	o.Register(b)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	go o.Run(ctx)
+	return o, b
+}
+
 func TestFullSyncRendersContract(t *testing.T) {
 	f := knftables.NewFake(knftables.InetFamily, Table)
-	d := New(f)
-	if err := d.Sync(context.Background(), state()); err != nil {
+	o, _ := newBase(t, f, state())
+	if err := o.Sync(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	dump := f.Dump()
@@ -45,68 +63,90 @@ func TestFullSyncRendersContract(t *testing.T) {
 }
 
 // After incremental changes the kernel holds exactly what a fresh full sync
-// of the same state would build.
+// of the same state would build, and the changes were element operations.
 func TestPartialEqualsFull(t *testing.T) {
 	ctx := context.Background()
 	f := knftables.NewFake(knftables.InetFamily, Table)
-	d := New(f)
 	s := state()
-	if err := d.Sync(ctx, s); err != nil {
+	o, b := newBase(t, f, s)
+	if err := o.Sync(ctx); err != nil {
 		t.Fatal(err)
 	}
 	p := Pod{Iface: "slp00000000000f", IP: netip.MustParseAddr("10.128.0.9")}
-	if err := d.AddPod(ctx, p); err != nil {
+	b.PodAdded(p)
+	if err := o.Sync(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if err := d.RemovePod(ctx, "slp0123456789ab"); err != nil {
+	b.PodRemoved("slp0123456789ab")
+	b.PodRemoved("slp-unknown")
+	if err := o.Sync(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if err := d.RemovePod(ctx, "slp-unknown"); err != nil {
-		t.Fatal(err)
-	}
-	if strings.Contains(f.LastTransaction.String(), "flush") {
-		t.Errorf("incremental change ran a full sync")
+	if last := f.LastTransaction.String(); strings.Contains(last, "flush") || !strings.Contains(last, "delete element") {
+		t.Errorf("incremental change was not an element change:\n%s", last)
 	}
 	want := knftables.NewFake(knftables.InetFamily, Table)
 	s.Pods = []Pod{s.Pods[1], p}
-	if err := New(want).Sync(ctx, s); err != nil {
+	wo, _ := newBase(t, want, s)
+	if err := wo.Sync(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if got, exp := f.Dump(), want.Dump(); got != exp {
+	if got, exp := sortedLines(f.Dump()), sortedLines(want.Dump()); got != exp {
 		t.Errorf("partial:\n%s\nfull:\n%s", got, exp)
 	}
 }
 
 type failing struct {
 	knftables.Interface
-	fail bool
+	mu   sync.Mutex
+	fail func(tx string) bool // nil: never
 	txs  []string
+	runs int
 }
 
 func (f *failing) Run(ctx context.Context, tx *knftables.Transaction) error {
-	f.txs = append(f.txs, tx.String())
-	if f.fail {
+	f.mu.Lock()
+	s := tx.String()
+	f.txs = append(f.txs, s)
+	f.runs++
+	fail := f.fail != nil && f.fail(s)
+	f.mu.Unlock()
+	if fail {
 		return errors.New("netlink: busy")
 	}
 	return f.Interface.Run(ctx, tx)
 }
 
+func (f *failing) set(fail func(string) bool) {
+	f.mu.Lock()
+	f.fail = fail
+	f.mu.Unlock()
+}
+
+func (f *failing) last() string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.txs[len(f.txs)-1]
+}
+
 func TestFailureForcesFullSync(t *testing.T) {
 	ctx := context.Background()
 	f := &failing{Interface: knftables.NewFake(knftables.InetFamily, Table)}
-	d := New(f)
-	if err := d.Sync(ctx, state()); err != nil {
+	o, b := newBase(t, f, state())
+	if err := o.Sync(ctx); err != nil {
 		t.Fatal(err)
 	}
-	f.fail = true
-	if err := d.AddPod(ctx, Pod{Iface: "slp1", IP: netip.MustParseAddr("10.128.0.7")}); err == nil {
+	f.set(func(string) bool { return true })
+	b.PodAdded(Pod{Iface: "slp1", IP: netip.MustParseAddr("10.128.0.7")})
+	if err := o.Sync(ctx); err == nil {
 		t.Fatal("failure not reported")
 	}
-	f.fail = false
-	if err := d.AddPod(ctx, Pod{Iface: "slp2", IP: netip.MustParseAddr("10.128.0.8")}); err != nil {
+	f.set(nil)
+	b.PodAdded(Pod{Iface: "slp2", IP: netip.MustParseAddr("10.128.0.8")})
+	if err := o.Sync(ctx); err != nil {
 		t.Fatal(err)
 	}
-	last := f.txs[len(f.txs)-1]
+	last := f.last()
 	if !strings.Contains(last, "flush set inet sluice pod-ifaddrs") || !strings.Contains(last, "slp1 . 10.128.0.7") {
 		t.Errorf("the change after a failure was not a full sync including the failed pod:\n%s", last)
 	}
@@ -129,3 +169,12 @@ func TestParseNames(t *testing.T) {
 		t.Error("bad output accepted")
 	}
 }
+
+// sortedLines: the fake dumps elements in the order they were added.
+func sortedLines(dump string) string {
+	l := strings.Split(dump, "\n")
+	slices.Sort(l)
+	return strings.Join(l, "\n")
+}
+
+func slicesSort(s []string) { slices.Sort(s) }

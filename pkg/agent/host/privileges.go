@@ -1,4 +1,7 @@
-package node
+// Package host is what the agent installs on, and requires of, its node: the
+// CNI plugin and its configuration, the privileges it checks before it
+// starts, and the uninstall that removes all of it.
+package host
 
 import (
 	"errors"
@@ -8,8 +11,12 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/record"
+
+	"github.com/sluice-net/sluice/pkg/health"
 )
 
 // Capabilities the agent needs (bit numbers from linux/capability.h).
@@ -47,13 +54,18 @@ func (p Privileges) Missing() []string {
 	return out
 }
 
-// checkPrivileges reports whether the process has what the agent needs. When it has not, it
-// says which, once, in the log, on the Node as a Warning event, and in /readyz.
-func (a *Agent) checkPrivileges() bool {
-	read := a.Privileges
-	if read == nil {
-		read = ReadPrivileges
-	}
+// Reporter is where CheckPrivileges says what is missing.
+type Reporter struct {
+	NodeName string
+	Log      logr.Logger
+	Health   *health.Server       // nil: no /readyz
+	Events   record.EventRecorder // nil: no Node event
+}
+
+// CheckPrivileges reports whether the process has what the agent needs
+// (read: ReadPrivileges in real life). When it has not, it says which,
+// once, in the log, on the Node as a Warning event, and in /readyz.
+func CheckPrivileges(read func() (Privileges, error), r Reporter) bool {
 	p, err := read()
 	var missing []string
 	if err != nil {
@@ -62,18 +74,18 @@ func (a *Agent) checkPrivileges() bool {
 		missing = p.Missing()
 	}
 	if len(missing) == 0 {
-		if a.Health != nil {
-			a.Health.Ready.Set("privileges", func() error { return nil })
+		if r.Health != nil {
+			r.Health.Ready.Set("privileges", func() error { return nil })
 		}
 		return true
 	}
 	msg := "sluice-agent cannot run on this node: " + strings.Join(missing, "; ")
-	a.Log.Error("missing privileges; not starting the pod network", "missing", strings.Join(missing, "; "))
-	if a.Health != nil {
-		a.Health.Ready.Set("privileges", func() error { return errors.New(strings.Join(missing, "; ")) })
+	r.Log.Error(nil, "Missing privileges; not starting the pod network", "missing", strings.Join(missing, "; "))
+	if r.Health != nil {
+		r.Health.Ready.Set("privileges", func() error { return errors.New(strings.Join(missing, "; ")) })
 	}
-	if a.Events != nil {
-		a.Events.Event(&corev1.ObjectReference{Kind: "Node", Name: a.NodeName, UID: types.UID(a.NodeName)},
+	if r.Events != nil {
+		r.Events.Event(&corev1.ObjectReference{Kind: "Node", Name: r.NodeName, UID: types.UID(r.NodeName)},
 			corev1.EventTypeWarning, "SluiceAgentMissingPrivileges", msg)
 	}
 	return false

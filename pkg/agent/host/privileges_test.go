@@ -1,6 +1,9 @@
-package node
+package host
 
 import (
+	"github.com/go-logr/logr"
+	"github.com/sluice-net/sluice/pkg/health"
+	"net/http/httptest"
 	"strings"
 	"testing"
 )
@@ -40,5 +43,28 @@ func TestReadPrivileges(t *testing.T) {
 	}
 	if p.Forwarding != "0" && p.Forwarding != "1" {
 		t.Errorf("Forwarding = %q, want 0 or 1", p.Forwarding)
+	}
+}
+
+func TestCheckPrivilegesReportsWhatIsMissing(t *testing.T) {
+	h := &health.Server{}
+	ok := CheckPrivileges(func() (Privileges, error) { return Privileges{Forwarding: "1"}, nil }, Reporter{NodeName: "n1", Log: logr.Discard(), Health: h})
+	if ok {
+		t.Fatal("no capabilities accepted")
+	}
+	rec := httptest.NewRecorder()
+	h.Ready.ServeHTTP(rec, httptest.NewRequest("GET", "/readyz", nil))
+	if rec.Code != 503 || !strings.Contains(rec.Body.String(), "CAP_NET_ADMIN") {
+		t.Errorf("/readyz = %d %q, want 503 naming CAP_NET_ADMIN", rec.Code, rec.Body.String())
+	}
+	// The control: with both capabilities the same check passes and /readyz is 200.
+	h = &health.Server{}
+	if !CheckPrivileges(func() (Privileges, error) { return Privileges{CapEff: 1<<12 | 1<<21, Forwarding: "1"}, nil }, Reporter{Log: logr.Discard(), Health: h}) {
+		t.Fatal("sufficient privileges refused")
+	}
+	rec = httptest.NewRecorder()
+	h.Ready.ServeHTTP(rec, httptest.NewRequest("GET", "/readyz", nil))
+	if rec.Code != 200 {
+		t.Errorf("/readyz = %d with every privilege", rec.Code)
 	}
 }

@@ -1,4 +1,4 @@
-package node
+package host
 
 import (
 	"context"
@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"sync/atomic"
 
+	"github.com/go-logr/logr"
 	appsv1 "k8s.io/api/apps/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
@@ -77,43 +78,40 @@ func (w *OwnerWatch) Deleted(ctx context.Context) bool {
 
 // Uninstall removes what the agent installed on its node: the CNI configuration first (so
 // the runtime starts no new pod on a network that is going away) and the plugin, the
-// nftables table, the overlay device and the direct routes, the CNI socket and the IPAM
-// state. Pods still on the node lose their network; their interfaces go with them.
-func (a *Agent) Uninstall(ctx context.Context) error {
+// nftables table (through nft), the overlay device and the direct routes on underlay (""
+// when unknown), the CNI socket and the IPAM state. Pods still on the node lose their
+// network; their interfaces go with them.
+func Uninstall(ctx context.Context, p Paths, nft knftables.Interface, underlay string, log logr.Logger) error {
 	var errs []error
 	rm := func(p string) {
 		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
 			errs = append(errs, err)
 		}
 	}
-	rm(filepath.Join(a.CNIConfDir, ConflistName))
-	rm(filepath.Join(a.CNIBinDir, "sluice-cni"))
-	if nft, err := dataplane.NewNFT(); err != nil {
-		errs = append(errs, fmt.Errorf("nftables: %w", err))
-	} else {
-		// Adding before deleting makes the delete succeed whether or not the table exists.
-		tx := nft.NewTransaction()
-		tx.Add(&knftables.Table{})
-		tx.Delete(&knftables.Table{})
-		if err := nft.Run(ctx, tx); err != nil {
-			errs = append(errs, fmt.Errorf("delete table inet %s: %w", dataplane.Table, err))
-		}
+	rm(filepath.Join(p.CNIConfDir, ConflistName))
+	rm(filepath.Join(p.CNIBinDir, PluginName))
+	// Adding before deleting makes the delete succeed whether or not the table exists.
+	tx := nft.NewTransaction()
+	tx.Add(&knftables.Table{})
+	tx.Delete(&knftables.Table{})
+	if err := nft.Run(ctx, tx); err != nil {
+		errs = append(errs, fmt.Errorf("delete table inet %s: %w", dataplane.Table, err))
 	}
 	if err := link.RemoveOverlay(); err != nil {
 		errs = append(errs, fmt.Errorf("delete %s: %w", link.VXLANDevice, err))
 	}
-	if a.underlay != "" {
-		if err := link.SyncDirectRoutes(a.underlay, nil, nil); err != nil {
+	if underlay != "" {
+		if err := link.SyncDirectRoutes(underlay, nil, nil); err != nil {
 			errs = append(errs, fmt.Errorf("direct routes: %w", err))
 		}
 	}
-	rm(a.CNISocket)
-	if err := os.RemoveAll(filepath.Join(a.StateDir, "ipam")); err != nil {
+	rm(p.CNISocket)
+	if err := os.RemoveAll(filepath.Join(p.StateDir, "ipam")); err != nil {
 		errs = append(errs, err)
 	}
 	err := errors.Join(errs...)
 	if err == nil {
-		a.Log.Info("uninstalled: removed the CNI configuration and plugin, the nftables table, the overlay and the node's IPAM state")
+		log.Info("Uninstalled: removed the CNI configuration and plugin, the nftables table, the overlay and the node's IPAM state")
 	}
 	return err
 }

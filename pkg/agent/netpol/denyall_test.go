@@ -1,4 +1,4 @@
-package node
+package netpol
 
 import (
 	"testing"
@@ -20,7 +20,7 @@ func TestDenyAllStandIn(t *testing.T) {
 	if errs := policy.Validate(bad); len(errs) == 0 {
 		t.Fatal("the fixture must be a policy the model refuses")
 	}
-	got := denyAll(bad)
+	got := DenyAll(bad)
 	if errs := policy.Validate(&got); len(errs) > 0 {
 		t.Fatalf("stand-in invalid: %v", errs)
 	}
@@ -33,7 +33,7 @@ func TestDenyAllStandIn(t *testing.T) {
 
 	// A selector that is itself invalid: the whole namespace is isolated.
 	bad.Spec.PodSelector = metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "app", Operator: "Like"}}}
-	if got := denyAll(bad); len(got.Spec.PodSelector.MatchLabels)+len(got.Spec.PodSelector.MatchExpressions) != 0 {
+	if got := DenyAll(bad); len(got.Spec.PodSelector.MatchLabels)+len(got.Spec.PodSelector.MatchExpressions) != 0 {
 		t.Errorf("invalid selector kept: %+v", got.Spec.PodSelector)
 	}
 }

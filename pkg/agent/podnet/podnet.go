@@ -8,12 +8,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/netip"
 	"sync/atomic"
 
 	"github.com/containernetworking/cni/pkg/types"
+	"github.com/go-logr/logr"
 	current "github.com/containernetworking/cni/pkg/types/100"
 
 	"github.com/sluice-net/sluice/pkg/agent/cniserver"
@@ -48,20 +48,34 @@ type Links interface {
 	DeleteInterface(name string) error
 }
 
-// Dataplane admits and forgets pods.
-type Dataplane interface {
-	AddPod(ctx context.Context, p dataplane.Pod) error
-	RemovePod(ctx context.Context, iface string) error
+// PodHook is told of every pod the node wires and unwires, before the
+// table is synced: the pod network's anti-spoofing (dataplane.Base) and
+// isolation (netpol.Isolation) record the pod's interface and address.
+type PodHook interface {
+	PodAdded(p dataplane.Pod)
+	PodRemoved(iface string)
+}
+
+// Table programs what the hooks recorded (the table owner, dataplane.Owner).
+type Table interface {
+	// Sync returns once everything recorded before the call is in the
+	// kernel, or with the error that kept it out.
+	Sync(ctx context.Context) error
+	// Request asks for a sync without waiting.
+	Request()
 }
 
 // Network is the node's pod network.
 type Network struct {
-	IPAM      IPAM
-	Links     Links
-	Dataplane Dataplane
-	Subnet    netip.Prefix
-	MTU       int
-	Log       *slog.Logger
+	IPAM  IPAM
+	Links Links
+	// Hooks admit and forget pods; Table programs them. A CNI ADD records
+	// the pod with every hook and waits for one sync: one transaction.
+	Hooks  []PodHook
+	Table  Table
+	Subnet netip.Prefix
+	MTU    int
+	Log    logr.Logger
 
 	ready atomic.Bool
 }
@@ -87,11 +101,13 @@ func (n *Network) Add(ctx context.Context, c *cniserver.Call) (*current.Result, 
 	if err != nil {
 		return nil, types.NewError(types.ErrTryAgainLater, "no address for "+owner, err.Error())
 	}
+	hostIf := link.HostIfName(c.ContainerID)
 	undo := true
 	defer func() {
 		if undo {
 			n.Links.TeardownPod(c.ContainerID)
-			n.Dataplane.RemovePod(context.WithoutCancel(ctx), link.HostIfName(c.ContainerID))
+			n.forget(hostIf)
+			n.Table.Request()
 			n.IPAM.Release(c.ContainerID, c.IfName)
 		}
 	}()
@@ -100,12 +116,14 @@ func (n *Network) Add(ctx context.Context, c *cniserver.Call) (*current.Result, 
 	if err != nil {
 		return nil, fmt.Errorf("set up %s's interface: %w", owner, err)
 	}
-	hostIf := link.HostIfName(c.ContainerID)
-	if err := n.Dataplane.AddPod(ctx, dataplane.Pod{Iface: hostIf, IP: ip, Owner: owner}); err != nil {
-		return nil, fmt.Errorf("admit %s into the dataplane: %w", owner, err)
+	for _, h := range n.Hooks {
+		h.PodAdded(dataplane.Pod{Iface: hostIf, IP: ip, Owner: owner})
+	}
+	if err := n.Table.Sync(ctx); err != nil {
+		return nil, fmt.Errorf("admit %s into the node's table: %w", owner, err)
 	}
 	undo = false
-	n.Log.Info("pod added", "pod", owner, "container", short(c.ContainerID), "ip", ip, "hostIf", hostIf)
+	n.Log.V(2).Info("Pod added", "pod", owner, "container", short(c.ContainerID), "ip", ip, "hostIf", hostIf)
 	bits := 32
 	if ip.Is6() {
 		bits = 128
@@ -135,7 +153,8 @@ func (n *Network) Del(ctx context.Context, c *cniserver.Call) error {
 	if err := n.Links.TeardownPod(c.ContainerID); err != nil {
 		errs = append(errs, fmt.Errorf("delete %s: %w", hostIf, err))
 	}
-	if err := n.Dataplane.RemovePod(ctx, hostIf); err != nil {
+	n.forget(hostIf)
+	if err := n.Table.Sync(ctx); err != nil {
 		errs = append(errs, err)
 	}
 	if err := n.IPAM.Release(c.ContainerID, c.IfName); err != nil {
@@ -144,7 +163,7 @@ func (n *Network) Del(ctx context.Context, c *cniserver.Call) error {
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}
-	n.Log.Info("pod deleted", "pod", c.PodNamespace+"/"+c.PodName, "container", short(c.ContainerID))
+	n.Log.V(2).Info("Pod deleted", "pod", c.PodNamespace+"/"+c.PodName, "container", short(c.ContainerID))
 	return nil
 }
 
@@ -178,10 +197,12 @@ func (n *Network) GC(ctx context.Context, valid []types.GCAttachment) error {
 	}
 	for _, i := range ifs {
 		if !keepIf[i] {
-			n.Log.Info("gc: removing interface", "hostIf", i)
-			errs = append(errs, n.Links.DeleteInterface(i), n.Dataplane.RemovePod(ctx, i))
+			n.Log.Info("GC: removing interface", "hostIf", i)
+			errs = append(errs, n.Links.DeleteInterface(i))
+			n.forget(i)
 		}
 	}
+	errs = append(errs, n.Table.Sync(ctx))
 	errs = append(errs, n.IPAM.GC(keep))
 	return errors.Join(errs...)
 }
@@ -206,6 +227,12 @@ func (n *Network) Pods() ([]dataplane.Pod, error) {
 		pods = append(pods, dataplane.Pod{Iface: link.HostIfName(a.ContainerID), IP: a.IP, Owner: a.Owner})
 	}
 	return pods, nil
+}
+
+func (n *Network) forget(iface string) {
+	for _, h := range n.Hooks {
+		h.PodRemoved(iface)
+	}
 }
 
 func short(id string) string { return id[:min(12, len(id))] }

@@ -4,12 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
+	"maps"
 	"net/netip"
 	"slices"
 	"testing"
 
 	"github.com/containernetworking/cni/pkg/types"
+	"github.com/go-logr/logr"
 
 	"github.com/sluice-net/sluice/pkg/agent/cniserver"
 	"github.com/sluice-net/sluice/pkg/agent/dataplane"
@@ -87,29 +88,36 @@ func (f *fakeLinks) PodInterfaces() ([]string, error) {
 }
 func (f *fakeLinks) DeleteInterface(n string) error { delete(f.ifs, n); return nil }
 
+// fakeDP is both a pod hook and the table: pods recorded by the hook reach
+// the "kernel" (pods) when the table syncs.
 type fakeDP struct {
-	pods map[string]netip.Addr
-	fail error
+	pending, pods map[string]netip.Addr
+	fail          error
+	syncs         int
 }
 
-func (f *fakeDP) AddPod(_ context.Context, p dataplane.Pod) error {
+func (f *fakeDP) PodAdded(p dataplane.Pod) { f.pending[p.Iface] = p.IP }
+func (f *fakeDP) PodRemoved(iface string)  { delete(f.pending, iface) }
+func (f *fakeDP) Request()                 { f.pods = maps.Clone(f.pending) }
+func (f *fakeDP) Sync(context.Context) error {
+	f.syncs++
 	if f.fail != nil {
 		return f.fail
 	}
-	f.pods[p.Iface] = p.IP
+	f.pods = maps.Clone(f.pending)
 	return nil
 }
-func (f *fakeDP) RemovePod(_ context.Context, iface string) error { delete(f.pods, iface); return nil }
 
 var (
-	_ IPAM      = &fakeIPAM{}
-	_ Links     = &fakeLinks{}
-	_ Dataplane = &fakeDP{}
+	_ IPAM    = &fakeIPAM{}
+	_ Links   = &fakeLinks{}
+	_ PodHook = &fakeDP{}
+	_ Table   = &fakeDP{}
 )
 
 func newNet() (*Network, *fakeIPAM, *fakeLinks, *fakeDP) {
-	i, l, d := &fakeIPAM{atts: map[string]Attachment{}}, &fakeLinks{ifs: map[string]link.Pod{}}, &fakeDP{pods: map[string]netip.Addr{}}
-	return &Network{IPAM: i, Links: l, Dataplane: d, Subnet: netip.MustParsePrefix("10.128.0.0/23"), MTU: 1450, Log: slog.Default()}, i, l, d
+	i, l, d := &fakeIPAM{atts: map[string]Attachment{}}, &fakeLinks{ifs: map[string]link.Pod{}}, &fakeDP{pending: map[string]netip.Addr{}, pods: map[string]netip.Addr{}}
+	return &Network{IPAM: i, Links: l, Hooks: []PodHook{d}, Table: d, Subnet: netip.MustParsePrefix("10.128.0.0/23"), MTU: 1450, Log: logr.Discard()}, i, l, d
 }
 
 func call(cid string) *cniserver.Call {
@@ -133,8 +141,8 @@ func TestAddDel(t *testing.T) {
 	if p := links.ifs[hostIf]; p.MTU != 1450 || p.Gateway.String() != "10.128.0.1" || p.IP.String() != "10.128.0.2" {
 		t.Errorf("link set up with %+v", p)
 	}
-	if dp.pods[hostIf].String() != "10.128.0.2" {
-		t.Errorf("dataplane not told: %v", dp.pods)
+	if dp.pods[hostIf].String() != "10.128.0.2" || dp.syncs != 1 {
+		t.Errorf("table not programmed by one sync: %v after %d syncs", dp.pods, dp.syncs)
 	}
 	// A retried ADD (the runtime never saw the reply) gets the same address.
 	res2, err := n.Add(ctx, call("c1"))

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/http"
 	"slices"
@@ -12,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 )
 
@@ -22,7 +22,7 @@ import (
 // work unchanged. Listeners open and close as the ports come and go.
 type HealthServer struct {
 	Addr string // listen address without port; "" = every address
-	Log  *slog.Logger
+	Log  logr.Logger
 
 	mu        sync.Mutex
 	counts    map[uint16]int
@@ -53,14 +53,14 @@ func (h *HealthServer) Update(counts map[uint16]int) {
 		}
 		ln, err := net.Listen("tcp", net.JoinHostPort(h.Addr, strconv.Itoa(int(port))))
 		if err != nil {
-			h.Log.Warn("cannot open a health-check node port", "port", port, "err", err)
+			h.Log.Error(err, "Cannot open a health-check node port", "port", port)
 			continue
 		}
 		srv := &http.Server{Handler: h.handler(port), ReadHeaderTimeout: 5 * time.Second}
 		h.listeners[port] = srv
 		go func() {
 			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				h.Log.Warn("health-check server stopped", "port", port, "err", err)
+				h.Log.Error(err, "Health-check server stopped", "port", port)
 			}
 		}()
 	}

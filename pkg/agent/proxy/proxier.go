@@ -3,13 +3,12 @@ package proxy
 import (
 	"context"
 	"errors"
-	"fmt"
-	"log/slog"
 	"net/netip"
 	"slices"
 	"sync"
 	"time"
 
+	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -18,6 +17,8 @@ import (
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/knftables"
+
+	"github.com/sluice-net/sluice/pkg/agent/dataplane"
 )
 
 // IndexByService is the EndpointSlice informer index the Proxier reads
@@ -60,23 +61,23 @@ type Conntrack interface {
 // transaction (RenderPartial), so the cost of a change does not grow with
 // the number of services.
 type Proxier struct {
-	NFT       knftables.Interface
 	Services  corelisters.ServiceLister
 	Slices    cache.Indexer // EndpointSlices, with SliceIndexers
 	Conntrack Conntrack     // nil: no conntrack clearing (tests)
 	// Health receives, after every successful sync, the number of ready
 	// local endpoints per health-check node port (see HealthChecks).
 	Health func(map[uint16]int)
-	Log    *slog.Logger
+	Log    logr.Logger
+	// Request asks the table owner for a sync.
+	Request func()
 
 	mu       sync.Mutex
 	node     NodeInfo
 	dirty    map[types.NamespacedName]bool
-	needFull bool
-	kick     chan struct{}
+	needFull bool // the node changed: the next contribution is full
 
-	// What the table holds: valid while !needFull; programmed is the
-	// last successfully programmed state per service.
+	// What the table holds (used by the owner's sync loop only): the
+	// last committed state per service.
 	programmed map[types.NamespacedName][]ServicePort
 	nodeIPs    []netip.Addr
 	owners     map[destination]types.NamespacedName
@@ -84,7 +85,6 @@ type Proxier struct {
 	// full Build gave to one of them: a change to one of them is resolved by
 	// a full Build, which orders the claims; other changes stay partial.
 	conflicted map[types.NamespacedName]bool
-	listed     bool // the table has been listed once (after a start)
 	syncs      Stats
 
 	// pendingSince is when the oldest change not yet programmed arrived
@@ -125,10 +125,14 @@ type destination struct {
 }
 
 // NewProxier returns a proxier for node that starts with a full sync.
-func NewProxier(nft knftables.Interface, services corelisters.ServiceLister, slicesIdx cache.Indexer, node NodeInfo, log *slog.Logger) *Proxier {
-	return &Proxier{NFT: nft, Services: services, Slices: slicesIdx, Log: log, node: node,
-		dirty: map[types.NamespacedName]bool{}, needFull: true, kick: make(chan struct{}, 1), pendingSince: time.Now()}
+// request asks the table owner for a sync.
+func NewProxier(services corelisters.ServiceLister, slicesIdx cache.Indexer, node NodeInfo, log logr.Logger, request func()) *Proxier {
+	return &Proxier{Services: services, Slices: slicesIdx, Log: log, node: node, Request: request,
+		dirty: map[types.NamespacedName]bool{}, needFull: true, pendingSince: time.Now()}
 }
+
+// Name is "service proxy".
+func (p *Proxier) Name() string { return "service proxy" }
 
 // ServiceChanged marks a service for the next sync.
 func (p *Proxier) ServiceChanged(namespace, name string) {
@@ -152,7 +156,7 @@ func (p *Proxier) SetNode(n NodeInfo) {
 	}
 	p.mu.Unlock()
 	if changed {
-		p.request()
+		p.Request()
 	}
 }
 
@@ -161,14 +165,7 @@ func (p *Proxier) mark(k types.NamespacedName) {
 	p.dirty[k] = true
 	p.pending(time.Now())
 	p.mu.Unlock()
-	p.request()
-}
-
-func (p *Proxier) request() {
-	select {
-	case p.kick <- struct{}{}:
-	default:
-	}
+	p.Request()
 }
 
 // Stats returns the sync counters.
@@ -178,84 +175,89 @@ func (p *Proxier) Stats() Stats {
 	return p.syncs
 }
 
-// FullResyncPeriod is how often a full sync re-asserts the whole state
-// even when nothing failed (kube-proxy's nftables mode uses the same hour):
-// at 30k services a full sync costs seconds of CPU, so it must be rare.
-const FullResyncPeriod = time.Hour
-
-// Run syncs whenever something changed, until ctx ends. A failed sync is
-// retried, as a full sync, after a second; every FullResyncPeriod a full
-// sync re-asserts the whole state.
-func (p *Proxier) Run(ctx context.Context) {
-	p.request()
-	resync := time.NewTicker(FullResyncPeriod)
-	defer resync.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-p.kick:
-		case <-resync.C:
-			p.mu.Lock()
-			p.needFull = true
-			p.mu.Unlock()
-		}
-		if err := p.Sync(ctx); err != nil {
-			if ctx.Err() != nil {
-				return
-			}
-			p.Log.Warn("service proxy sync failed; a full sync follows", "err", err)
-			time.AfterFunc(time.Second, p.request)
-		}
-	}
-}
-
-// Sync programs everything marked since the last sync.
-func (p *Proxier) Sync(ctx context.Context) error {
+// Contribute renders everything marked since the last commit: the dirty
+// services only (RenderPartial), or the whole part pruned against existing
+// when full, when the node changed, or when a change cannot be applied on
+// its own (a conflict between services).
+func (p *Proxier) Contribute(_ context.Context, tx *knftables.Transaction, full bool, existing func() (dataplane.Objects, error)) (func(bool), error) {
 	p.mu.Lock()
 	dirty := p.dirty
+	full = full || p.needFull
+	if !full && len(dirty) == 0 {
+		p.mu.Unlock()
+		return nil, nil
+	}
 	p.dirty = map[types.NamespacedName]bool{}
-	full := p.needFull
 	node := p.node
 	waiting := p.pendingSince
 	p.pendingSince = time.Time{}
 	p.mu.Unlock()
 
 	start := time.Now()
+	var apply func()
 	var err error
 	if !full {
-		full, err = p.partial(ctx, dirty, node)
+		full, apply, err = p.partial(tx, dirty, node)
 	}
-	if full {
-		err = p.full(ctx, node)
+	if full && err == nil {
+		apply, err = p.full(tx, node, existing)
 	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.syncs.LastDuration = time.Since(start)
-	if err != nil {
-		p.needFull = true
+	undo := func() {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		for k := range dirty {
+			p.dirty[k] = true
+		}
+		p.needFull = p.needFull || full
 		p.syncs.Failed++
 		if waiting.IsZero() {
 			waiting = start
 		}
 		p.pending(waiting)
-		return err
 	}
-	p.lastSynced = time.Now()
-	if full {
-		p.syncs.Full++
-	} else {
-		p.syncs.Partial++
+	if err != nil {
+		undo()
+		return nil, err
 	}
-	return nil
+	return func(ok bool) {
+		if !ok {
+			undo()
+			return
+		}
+		apply()
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		p.syncs.LastDuration = time.Since(start)
+		p.lastSynced = time.Now()
+		if full {
+			p.needFull = false
+			p.syncs.Full++
+		} else {
+			p.syncs.Partial++
+		}
+	}, nil
 }
 
-// full rebuilds everything from the listers and replaces the proxy's part
-// of the table in one transaction.
-func (p *Proxier) full(ctx context.Context, node NodeInfo) error {
+// Owned names every object of the proxy's committed state: its static
+// chains, sets and maps once it has programmed anything, and the chains and
+// sets of its services.
+func (p *Proxier) Owned() dataplane.Objects {
+	if p.programmed == nil {
+		return dataplane.Objects{}
+	}
+	o := staticObjects()
+	chains, sets := Objects(p.programmedState())
+	o.Chains = append(o.Chains, chains...)
+	o.Sets = append(o.Sets, sets...)
+	return o
+}
+
+// full rebuilds everything from the listers and renders the proxy's whole
+// part, pruned against existing; apply records it as programmed.
+func (p *Proxier) full(tx *knftables.Transaction, node NodeInfo, existing func() (dataplane.Objects, error)) (apply func(), err error) {
 	svcs, err := p.Services.List(labels.Everything())
 	if err != nil {
-		return err
+		return nil, err
 	}
 	var eps []*discoveryv1.EndpointSlice
 	for _, o := range p.Slices.List() {
@@ -272,90 +274,69 @@ func (p *Proxier) full(ctx context.Context, node NodeInfo) error {
 				conflicted[types.NamespacedName{Namespace: n.Namespace, Name: n.Name}] = true
 			}
 		}
-		p.Log.Warn("service ignored in part", "err", e)
+		p.Log.Info("Service ignored in part", "err", e)
 	}
-
-	// Objects to prune: after a start, whatever the table holds (listed
-	// once); afterwards the kernel holds exactly the last programmed
-	// state, since a failed transaction changes nothing.
-	var chains, sets []string
-	if !p.listed {
-		if chains, err = p.NFT.List(ctx, "chains"); err != nil && !knftables.IsNotFound(err) {
-			return err
-		}
-		if sets, err = p.NFT.List(ctx, "sets"); err != nil && !knftables.IsNotFound(err) {
-			return err
-		}
-	} else {
-		chains, sets = Objects(p.programmedState())
+	ex, err := existing()
+	if err != nil {
+		return nil, err
 	}
-	tx := p.NFT.NewTransaction()
 	Render(tx, st)
-	Prune(tx, chains, sets, st)
-	if err := p.NFT.Run(ctx, tx); err != nil {
-		return fmt.Errorf("full sync of %d service ports: %w", len(st.Services), err)
-	}
+	Prune(tx, ex.Chains, ex.Sets, st)
 
-	old := p.programmed
-	p.programmed = map[types.NamespacedName][]ServicePort{}
-	p.owners = map[destination]types.NamespacedName{}
-	for _, sp := range st.Services {
-		k := types.NamespacedName{Namespace: sp.Name.Namespace, Name: sp.Name.Name}
-		p.programmed[k] = append(p.programmed[k], sp)
-		for _, d := range destinations(&sp) {
-			p.owners[d] = k
-		}
-	}
-	p.nodeIPs, p.listed = st.NodeIPs, true
-	p.conflicted = conflicted
-	p.mu.Lock()
-	p.needFull = false
-	p.mu.Unlock()
-
-	if old != nil {
-		var stale, dests []netip.AddrPort
-		for k, ports := range p.programmed {
-			s, d := udpChanges(old[k], ports, st.NodeIPs)
-			stale, dests = append(stale, s...), append(dests, d...)
-		}
-		for k, ports := range old {
-			if _, ok := p.programmed[k]; !ok {
-				s, _ := udpChanges(ports, nil, st.NodeIPs)
-				stale = append(stale, s...)
+	return func() {
+		old := p.programmed
+		p.programmed = map[types.NamespacedName][]ServicePort{}
+		p.owners = map[destination]types.NamespacedName{}
+		for _, sp := range st.Services {
+			k := types.NamespacedName{Namespace: sp.Name.Namespace, Name: sp.Name.Name}
+			p.programmed[k] = append(p.programmed[k], sp)
+			for _, d := range destinations(&sp) {
+				p.owners[d] = k
 			}
 		}
-		p.clearConntrack(stale, dests)
-	}
-	if p.Health != nil {
-		p.Health(HealthChecks(st))
-	}
-	return nil
+		p.nodeIPs = st.NodeIPs
+		p.conflicted = conflicted
+		if old != nil {
+			var stale, dests []netip.AddrPort
+			for k, ports := range p.programmed {
+				s, d := udpChanges(old[k], ports, st.NodeIPs)
+				stale, dests = append(stale, s...), append(dests, d...)
+			}
+			for k, ports := range old {
+				if _, ok := p.programmed[k]; !ok {
+					s, _ := udpChanges(ports, nil, st.NodeIPs)
+					stale = append(stale, s...)
+				}
+			}
+			p.clearConntrack(stale, dests)
+		}
+		if p.Health != nil {
+			p.Health(HealthChecks(st))
+		}
+	}, nil
 }
 
-// partial rebuilds only the dirty services. It reports needFull when the
-// change cannot be applied on its own: a service in a recorded conflict, or
-// a destination another service owns (conflicts are resolved by a full
-// Build, which orders claims).
-func (p *Proxier) partial(ctx context.Context, dirty map[types.NamespacedName]bool, node NodeInfo) (needFull bool, err error) {
-	if len(dirty) == 0 {
-		return false, nil
-	}
+// partial renders only the dirty services. It reports needFull, having
+// rendered nothing, when the change cannot be applied on its own: a service
+// in a recorded conflict, or a destination another service owns (conflicts
+// are resolved by a full Build, which orders claims).
+func (p *Proxier) partial(tx *knftables.Transaction, dirty map[types.NamespacedName]bool, node NodeInfo) (needFull bool, apply func(), err error) {
 	next := map[types.NamespacedName][]ServicePort{}
 	var prev, cur State
 	prev.NodeIPs, cur.NodeIPs = p.nodeIPs, p.nodeIPs
 	health := false
 	for k := range dirty {
 		if p.conflicted[k] {
-			return true, nil
+			return true, nil, nil
 		}
 		ports, err := p.buildOne(k, node)
 		if err != nil {
-			return false, err
+			return false, nil, err
 		}
 		for _, sp := range ports {
 			for _, d := range destinations(&sp) {
 				if o, taken := p.owners[d]; taken && o != k {
-					return true, nil
+					return true, nil, nil
 				}
 			}
 		}
@@ -364,39 +345,34 @@ func (p *Proxier) partial(ctx context.Context, dirty map[types.NamespacedName]bo
 		cur.Services = append(cur.Services, ports...)
 		health = health || hasHealthCheck(p.programmed[k]) || hasHealthCheck(ports)
 	}
-	tx := p.NFT.NewTransaction()
 	RenderPartial(tx, prev, cur)
-	if tx.NumOperations() > 0 {
-		if err := p.NFT.Run(ctx, tx); err != nil {
-			return false, fmt.Errorf("partial sync of %d services: %w", len(dirty), err)
-		}
-	}
 
-	var stale, dests []netip.AddrPort
-	for k, ports := range next {
-		s, d := udpChanges(p.programmed[k], ports, p.nodeIPs)
-		stale, dests = append(stale, s...), append(dests, d...)
-		for _, sp := range p.programmed[k] {
-			for _, d := range destinations(&sp) {
-				delete(p.owners, d)
+	return false, func() {
+		var stale, dests []netip.AddrPort
+		for k, ports := range next {
+			s, d := udpChanges(p.programmed[k], ports, p.nodeIPs)
+			stale, dests = append(stale, s...), append(dests, d...)
+			for _, sp := range p.programmed[k] {
+				for _, d := range destinations(&sp) {
+					delete(p.owners, d)
+				}
+			}
+			if len(ports) == 0 {
+				delete(p.programmed, k)
+			} else {
+				p.programmed[k] = ports
+			}
+			for _, sp := range ports {
+				for _, d := range destinations(&sp) {
+					p.owners[d] = k
+				}
 			}
 		}
-		if len(ports) == 0 {
-			delete(p.programmed, k)
-		} else {
-			p.programmed[k] = ports
+		p.clearConntrack(stale, dests)
+		if health && p.Health != nil {
+			p.Health(HealthChecks(p.programmedState()))
 		}
-		for _, sp := range ports {
-			for _, d := range destinations(&sp) {
-				p.owners[d] = k
-			}
-		}
-	}
-	p.clearConntrack(stale, dests)
-	if health && p.Health != nil {
-		p.Health(HealthChecks(p.programmedState()))
-	}
-	return false, nil
+	}, nil
 }
 
 // programmedState is the programmed state as one State (unsorted; used for
@@ -432,7 +408,7 @@ func (p *Proxier) buildOne(k types.NamespacedName, node NodeInfo) ([]ServicePort
 	}
 	ports, errs := buildService(svc, eps, node)
 	for _, e := range errs {
-		p.Log.Warn("service ignored in part", "err", e)
+		p.Log.Info("Service ignored in part", "err", e)
 	}
 	sortPorts(ports)
 	return ports, nil
@@ -507,7 +483,7 @@ func (p *Proxier) clearConntrack(stale, dests []netip.AddrPort) {
 		return
 	}
 	if err := p.Conntrack.ClearUDP(stale, dests); err != nil {
-		p.Log.Warn("clearing UDP conntrack entries failed", "endpoints", len(stale), "destinations", len(dests), "err", err)
+		p.Log.Error(err, "Clearing UDP conntrack entries failed", "endpoints", len(stale), "destinations", len(dests))
 	}
 }
 

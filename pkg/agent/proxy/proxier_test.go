@@ -3,8 +3,6 @@ package proxy
 import (
 	"context"
 	"errors"
-	"io"
-	"log/slog"
 	"net/http/httptest"
 	"net/netip"
 	"slices"
@@ -12,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -50,6 +49,9 @@ type proxierEnv struct {
 	svcs   cache.Indexer
 	slices cache.Indexer
 	p      *Proxier
+	own    *dataplane.Owner
+	stop   context.CancelFunc
+	run    func()
 	ct     *fakeConntrack
 	health map[uint16]int
 }
@@ -64,10 +66,38 @@ func newProxierEnv(t *testing.T) *proxierEnv {
 	e := &proxierEnv{t: t, nft: &flakyNFT{Fake: f}, ct: &fakeConntrack{},
 		svcs:   cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc}),
 		slices: cache.NewIndexer(cache.MetaNamespaceKeyFunc, SliceIndexers())}
-	e.p = NewProxier(e.nft, corelisters.NewServiceLister(e.svcs), e.slices, node, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	e.start()
+	return e
+}
+
+// start runs a new Proxier (a restarted agent) under its own table owner.
+func (e *proxierEnv) start() {
+	if e.stop != nil {
+		e.stop()
+	}
+	e.own = dataplane.NewOwner(e.nft, logr.Discard())
+	e.own.Loop().RetryAfter = time.Hour // the tests retry with Sync
+	// Changes do not kick the owner here: each sync is the test's Sync, so
+	// that a sync the test expects to fail is not run early by a kick.
+	e.p = NewProxier(corelisters.NewServiceLister(e.svcs), e.slices, node, logr.Discard(), func() {})
 	e.p.Conntrack = e.ct
 	e.p.Health = func(m map[uint16]int) { e.health = m }
-	return e
+	e.own.Register(e.p)
+	ctx, cancel := context.WithCancel(context.Background())
+	e.t.Cleanup(cancel)
+	e.stop = cancel
+	e.run = func() { go e.own.Run(ctx) }
+}
+
+// syncErr runs one sync of the owner, starting its loop the first time
+// (the loop syncs once as it starts: started earlier, it would sync before
+// the test has set anything up).
+func (e *proxierEnv) syncErr() error {
+	if e.run != nil {
+		e.run()
+		e.run = nil
+	}
+	return e.own.Sync(context.Background())
 }
 
 func (e *proxierEnv) setService(s *corev1.Service) {
@@ -86,7 +116,7 @@ func (e *proxierEnv) setSlice(es *discoveryv1.EndpointSlice) {
 
 func (e *proxierEnv) sync() {
 	e.t.Helper()
-	if err := e.p.Sync(context.Background()); err != nil {
+	if err := e.syncErr(); err != nil {
 		e.t.Fatal(err)
 	}
 }
@@ -190,7 +220,7 @@ func TestProxierPartialSyncsMatchFullRender(t *testing.T) {
 	// A failed transaction: nothing changes, and the next sync is full.
 	e.nft.failNext = true
 	e.setService(svc("web"))
-	if err := e.p.Sync(context.Background()); err == nil {
+	if err := e.syncErr(); err == nil {
 		t.Fatal("injected failure not reported")
 	}
 	e.sync()
@@ -240,7 +270,7 @@ func TestProxierPrunesLeftoversAfterRestart(t *testing.T) {
 	if err := e.svcs.Delete(svc("old")); err != nil {
 		t.Fatal(err)
 	}
-	e.p = NewProxier(e.nft, corelisters.NewServiceLister(e.svcs), e.slices, node, e.p.Log)
+	e.start()
 	e.sync()
 	e.check("after restart")
 }
@@ -251,7 +281,6 @@ func TestProxierPrunesLeftoversAfterRestart(t *testing.T) {
 // handler maps that (and the node's eligibility) to kube-proxy's codes.
 func TestSyncHealth(t *testing.T) {
 	e := newProxierEnv(t)
-	ctx := context.Background()
 	now := time.Now()
 	if ok, _ := e.p.SyncHealth(now); !ok {
 		t.Fatal("unhealthy before the first sync had a chance")
@@ -259,7 +288,7 @@ func TestSyncHealth(t *testing.T) {
 	if ok, _ := e.p.SyncHealth(now.Add(HealthTimeout + time.Second)); ok {
 		t.Fatal("healthy though the first sync never ran")
 	}
-	if err := e.p.Sync(ctx); err != nil {
+	if err := e.syncErr(); err != nil {
 		t.Fatal(err)
 	}
 	ok, last := e.p.SyncHealth(time.Now().Add(24 * time.Hour))
@@ -268,13 +297,13 @@ func TestSyncHealth(t *testing.T) {
 	}
 	e.setService(svc("web"))
 	e.nft.failNext = true
-	if err := e.p.Sync(ctx); err == nil {
+	if err := e.syncErr(); err == nil {
 		t.Fatal("injected failure not returned")
 	}
 	if ok, _ := e.p.SyncHealth(time.Now().Add(HealthTimeout + time.Second)); ok {
 		t.Fatal("healthy though the change failed to program for longer than HealthTimeout")
 	}
-	if err := e.p.Sync(ctx); err != nil {
+	if err := e.syncErr(); err != nil {
 		t.Fatal(err)
 	}
 	if ok, last2 := e.p.SyncHealth(time.Now().Add(HealthTimeout + time.Second)); !ok || !last2.After(last) {

@@ -592,43 +592,52 @@ func toSet(names []string) map[string]bool {
 	return m
 }
 
-// Teardown deletes every object of the proxy from the table (give it the
-// names knftables.Interface.List returned for "chains", "sets" and "maps"),
-// for a node that hands Services over to another proxy. The dataplane's
-// objects are left alone.
-func Teardown(tx *knftables.Transaction, chains, sets, maps []string) {
-	static := map[string]bool{
-		ChainNATPrerouting: true, ChainNATOutput: true, ChainNATPostrouting: true,
-		ChainFilterInput: true, ChainFilterForward: true, ChainFilterOutput: true,
-		ChainServices: true, ChainMarkMasq: true, ChainMasquerading: true,
-		ChainServiceEPCheck: true, ChainNodePortEPCheck: true, ChainReject: true,
-		ChainFilterPrerouting: true, ChainFilterForwardPost: true, ChainFilterOutputPost: true,
-		ChainFirewallCheck: true, ChainClusterIPsCheck: true,
+// staticObjects names the objects Render creates whatever the services:
+// the skeleton's chains (the shared picking chains included), sets and maps.
+func staticObjects() dataplane.Objects {
+	o := dataplane.Objects{
+		Chains: []string{ChainNATPrerouting, ChainNATOutput, ChainNATPostrouting,
+			ChainFilterInput, ChainFilterForward, ChainFilterOutput,
+			ChainServices, ChainMarkMasq, ChainMasquerading,
+			ChainServiceEPCheck, ChainNodePortEPCheck, ChainReject,
+			ChainFilterPrerouting, ChainFilterForwardPost, ChainFilterOutputPost,
+			ChainFirewallCheck, ChainClusterIPsCheck},
+		Sets: []string{SetNodePortIPs, SetClusterIPs, SetFirewallIPs, SetFirewallAllow},
+		Maps: []string{MapServiceIPs, MapServiceNodePorts, MapNoEndpointServices, MapNoEndpointNodePort},
 	}
-	// Rules first (they refer to maps and sets), then maps and sets (their
-	// elements refer to chains), then the chains.
 	for _, p := range protocols {
+		o.Maps = append(o.Maps, MapEndpointsPrefix+p)
 		for n := 1; n <= MaxSharedPick; n++ {
-			static[pickChain("", p, n)], static[pickChain("masq", p, n)], static[pickChain("ext", p, n)] = true, true, true
+			o.Chains = append(o.Chains, pickChain("", p, n), pickChain("masq", p, n), pickChain("ext", p, n))
 		}
 	}
+	return o
+}
+
+// Teardown deletes every object of the proxy that existing names (the
+// table as listed, or what the proxy last committed), for a node that hands
+// Services over to another proxy. The pod network's objects and isolation's
+// are left alone.
+func Teardown(tx *knftables.Transaction, existing dataplane.Objects) {
+	static := staticObjects()
+	isStatic := func(names []string) map[string]bool { return toSet(names) }
+	chains, sets, maps := isStatic(static.Chains), isStatic(static.Sets), isStatic(static.Maps)
+	// Rules first (they refer to maps and sets), then maps and sets (their
+	// elements refer to chains), then the chains.
 	var ours []string
-	for _, c := range chains {
-		if static[c] || owned(c, prefixService, prefixLocal, prefixExternal, prefixEndpoint) {
+	for _, c := range existing.Chains {
+		if chains[c] || owned(c, prefixService, prefixLocal, prefixExternal, prefixEndpoint) {
 			ours = append(ours, c)
 			tx.Flush(&knftables.Chain{Name: c})
 		}
 	}
-	for _, m := range maps {
-		switch m {
-		case MapServiceIPs, MapServiceNodePorts, MapNoEndpointServices, MapNoEndpointNodePort,
-			MapEndpointsPrefix + "tcp", MapEndpointsPrefix + "udp", MapEndpointsPrefix + "sctp":
+	for _, m := range existing.Maps {
+		if maps[m] {
 			tx.Delete(&knftables.Map{Name: m})
 		}
 	}
-	for _, s := range sets {
-		switch {
-		case s == SetNodePortIPs, s == SetClusterIPs, s == SetFirewallIPs, s == SetFirewallAllow, owned(s, prefixAffinity):
+	for _, s := range existing.Sets {
+		if sets[s] || owned(s, prefixAffinity) {
 			tx.Delete(&knftables.Set{Name: s})
 		}
 	}

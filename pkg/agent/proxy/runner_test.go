@@ -1,4 +1,4 @@
-package node
+package proxy
 
 import (
 	"testing"
@@ -10,7 +10,7 @@ import (
 func TestDropManagedFields(t *testing.T) {
 	s := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "web", Labels: map[string]string{"a": "b"},
 		ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "kubectl"}}}}
-	out, err := dropManagedFields(s)
+	out, err := DropManagedFields(s)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -19,7 +19,7 @@ func TestDropManagedFields(t *testing.T) {
 		t.Errorf("after the transform: %+v", got.ObjectMeta)
 	}
 	// Tombstones and other non-objects pass through untouched.
-	if v, err := dropManagedFields("x"); err != nil || v != "x" {
+	if v, err := DropManagedFields("x"); err != nil || v != "x" {
 		t.Errorf("non-object: %v %v", v, err)
 	}
 }
