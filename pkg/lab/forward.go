@@ -3,10 +3,11 @@ package lab
 import (
 	"context"
 	"io"
-	"log/slog"
 	"net"
 	"sync"
 	"time"
+
+	"k8s.io/klog/v2"
 
 	"github.com/sluice-net/sluice/pkg/netns"
 )
@@ -14,14 +15,15 @@ import (
 // Forward accepts TCP connections on listen (in the caller's namespace, the
 // host's) and relays each to `to`, dialled from inside the namespace at
 // nsPath. It is how kubectl on the host reaches the API server, which lives
-// only on the lab's fabric.
-func Forward(ctx context.Context, listen, nsPath, to string, log *slog.Logger) error {
+// only on the lab's fabric. It logs to klog.FromContext(ctx).
+func Forward(ctx context.Context, listen, nsPath, to string) error {
+	logger := klog.FromContext(ctx)
 	ln, err := net.Listen("tcp", listen)
 	if err != nil {
 		return err
 	}
 	go func() { <-ctx.Done(); ln.Close() }()
-	log.Info("forwarding", "listen", listen, "netns", nsPath, "to", to)
+	logger.Info("Forwarding", "listen", listen, "netns", nsPath, "to", to)
 	for {
 		c, err := ln.Accept()
 		if err != nil {
@@ -36,7 +38,7 @@ func Forward(ctx context.Context, listen, nsPath, to string, log *slog.Logger) e
 			up, err := netns.Dial(dctx, nsPath, "tcp", to)
 			cancel()
 			if err != nil {
-				log.Warn("dial upstream", "to", to, "err", err)
+				logger.Error(err, "Dial upstream", "to", to)
 				return
 			}
 			defer up.Close()

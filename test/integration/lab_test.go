@@ -9,7 +9,6 @@ package integration
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"net"
 	"os"
 	"os/exec"
@@ -181,7 +180,7 @@ func TestForwarder(t *testing.T) {
 	l, _ := net.Listen("tcp", "127.0.0.1:0")
 	listen := l.Addr().String()
 	l.Close()
-	go lab.Forward(ctx, listen, netns.Path(a), "10.99.0.1:6443", slog.Default())
+	go lab.Forward(ctx, listen, netns.Path(a), "10.99.0.1:6443")
 	var line string
 	var err error
 	for range 50 {

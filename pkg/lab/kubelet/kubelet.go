@@ -14,7 +14,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -37,6 +36,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/client-go/util/workqueue"
+	"k8s.io/klog/v2"
 
 	"github.com/sluice-net/sluice/pkg/lab/testserver"
 )
@@ -71,7 +71,7 @@ type Options struct {
 	Sandboxes   Sandboxes
 	Containers  Containers
 	Prober      Prober
-	Log         *slog.Logger
+	Log         klog.Logger // default: klog's global logger, which the -v flag tunes
 }
 
 // Kubelet runs the pods of one node.
@@ -89,8 +89,8 @@ type Kubelet struct {
 
 // New makes a Kubelet.
 func New(o Options) *Kubelet {
-	if o.Log == nil {
-		o.Log = slog.Default()
+	if o.Log.GetSink() == nil {
+		o.Log = klog.Background()
 	}
 	return &Kubelet{
 		Options: o,
@@ -142,7 +142,7 @@ func (k *Kubelet) Run(ctx context.Context) error {
 	for range 4 {
 		go wait.UntilWithContext(ctx, k.worker, time.Second)
 	}
-	k.Log.Info("kubelet running", "node", k.NodeName, "ip", k.NodeIP)
+	k.Log.Info("Kubelet running", "node", k.NodeName, "ip", k.NodeIP)
 	<-ctx.Done()
 	return nil
 }
@@ -162,7 +162,7 @@ func (k *Kubelet) worker(ctx context.Context) {
 		}
 		err := k.syncPod(ctx, key)
 		if err != nil {
-			k.Log.Warn("pod sync failed; retrying", "pod", key, "err", err)
+			k.Log.Error(err, "Pod sync failed; retrying", "pod", key)
 			k.queue.AddRateLimited(key)
 		} else {
 			k.queue.Forget(key)
@@ -206,7 +206,7 @@ func (k *Kubelet) syncPod(ctx context.Context, key string) error {
 	if err != nil {
 		k.recorder.Eventf(pod, corev1.EventTypeWarning, "FailedCreatePodSandBox", "Failed to create pod sandbox: %v", err)
 		if uerr := k.updateStatus(ctx, pod, nil, false, err); uerr != nil {
-			k.Log.Warn("status update failed", "pod", key, "err", uerr)
+			k.Log.Error(uerr, "Pod status update failed", "pod", key)
 		}
 		return err
 	}
@@ -263,7 +263,7 @@ func (k *Kubelet) ensureSandbox(ctx context.Context, pod *corev1.Pod) (*podRecor
 		// Like a container runtime: a sandbox that failed to attach is torn
 		// down completely and created afresh on the next attempt.
 		if derr := k.teardownUID(ctx, uid, 0); derr != nil {
-			k.Log.Warn("cleanup after failed CNI ADD", "pod", rec.key(), "err", derr)
+			k.Log.Error(derr, "Could not tear the sandbox down after a failed CNI ADD", "pod", rec.key())
 		}
 		return nil, err
 	}
@@ -271,7 +271,7 @@ func (k *Kubelet) ensureSandbox(ctx context.Context, pod *corev1.Pod) (*podRecor
 	if err := k.saveRecord(rec); err != nil {
 		return nil, err
 	}
-	k.Log.Info("pod attached", "pod", rec.key(), "netns", rec.Netns, "ips", ips)
+	k.Log.Info("Pod attached", "pod", rec.key(), "netns", rec.Netns, "ips", ips)
 	return rec, nil
 }
 
@@ -344,7 +344,7 @@ func (k *Kubelet) teardownUID(ctx context.Context, uid string, grace time.Durati
 	k.mu.Lock()
 	delete(k.records, uid)
 	k.mu.Unlock()
-	k.Log.Info("pod torn down", "pod", rec.key(), "uid", uid)
+	k.Log.Info("Pod torn down", "pod", rec.key(), "uid", uid)
 	return nil
 }
 
@@ -369,7 +369,7 @@ func (k *Kubelet) gc(ctx context.Context) {
 	k.mu.Unlock()
 	for _, uid := range stale {
 		if err := k.teardownUID(ctx, uid, 0); err != nil {
-			k.Log.Warn("gc: teardown failed", "uid", uid, "err", err)
+			k.Log.Error(err, "Garbage collection: pod teardown failed", "uid", uid)
 		}
 	}
 	names, err := k.Sandboxes.List(ctx)
@@ -382,7 +382,7 @@ func (k *Kubelet) gc(ctx context.Context) {
 		k.mu.Unlock()
 		for _, n := range names {
 			if strings.HasPrefix(n, k.NetnsPrefix) && !known[n] {
-				k.Log.Info("gc: deleting orphaned network namespace", "netns", n)
+				k.Log.Info("Garbage collection: deleting an orphaned network namespace", "netns", n)
 				k.Sandboxes.Delete(ctx, n)
 			}
 		}
@@ -396,7 +396,7 @@ func (k *Kubelet) gc(ctx context.Context) {
 	}
 	k.mu.Unlock()
 	if err := k.Network.GC(ctx, valid); err != nil {
-		k.Log.Warn("CNI GC failed", "err", err)
+		k.Log.Error(err, "CNI GC failed")
 	}
 }
 
@@ -430,7 +430,7 @@ func (k *Kubelet) loadRecords() error {
 		}
 		var r podRecord
 		if err := json.Unmarshal(b, &r); err != nil {
-			k.Log.Warn("ignoring unreadable pod record", "file", e.Name(), "err", err)
+			k.Log.Error(err, "Ignoring an unreadable pod record", "file", e.Name())
 			continue
 		}
 		k.records[r.UID] = &r

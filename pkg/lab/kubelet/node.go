@@ -47,7 +47,7 @@ func (k *Kubelet) registerNode(ctx context.Context) error {
 func (k *Kubelet) heartbeat(ctx context.Context) {
 	n, err := k.Client.CoreV1().Nodes().Get(ctx, k.NodeName, metav1.GetOptions{})
 	if err != nil {
-		k.Log.Warn("node status: get", "err", err)
+		k.Log.Error(err, "Node status: get the Node")
 		return
 	}
 	now := metav1.Now()
@@ -88,7 +88,7 @@ func (k *Kubelet) heartbeat(ctx context.Context) {
 	}
 	n.Status.Conditions = conds
 	if _, err := k.Client.CoreV1().Nodes().UpdateStatus(ctx, n, metav1.UpdateOptions{}); err != nil {
-		k.Log.Warn("node status: update", "err", err)
+		k.Log.Error(err, "Node status: update")
 	}
 }
 
@@ -101,7 +101,7 @@ func (k *Kubelet) renewLease(ctx context.Context) {
 	if apierrors.IsNotFound(err) {
 		n, err := k.Client.CoreV1().Nodes().Get(ctx, k.NodeName, metav1.GetOptions{})
 		if err != nil {
-			k.Log.Warn("lease: get node", "err", err)
+			k.Log.Error(err, "Lease: get the Node")
 			return
 		}
 		holder, dur := k.NodeName, int32(leaseDuration)
@@ -116,17 +116,17 @@ func (k *Kubelet) renewLease(ctx context.Context) {
 			Spec: coordinationv1.LeaseSpec{HolderIdentity: &holder, LeaseDurationSeconds: &dur, RenewTime: &now},
 		}
 		if _, err := leases.Create(ctx, l, metav1.CreateOptions{}); err != nil {
-			k.Log.Warn("lease: create", "err", err)
+			k.Log.Error(err, "Lease: create")
 		}
 		return
 	}
 	if err != nil {
-		k.Log.Warn("lease: get", "err", err)
+		k.Log.Error(err, "Lease: get")
 		return
 	}
 	l = l.DeepCopy()
 	l.Spec.RenewTime = &now
 	if _, err := leases.Update(ctx, l, metav1.UpdateOptions{}); err != nil {
-		k.Log.Warn("lease: renew", "err", err)
+		k.Log.Error(err, "Lease: renew")
 	}
 }

@@ -4,8 +4,8 @@ package labcmd
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
-	"log/slog"
 	"net/netip"
 	"os"
 	"os/signal"
@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/klog/v2"
 
 	"github.com/sluice-net/sluice/pkg/lab"
 	"github.com/sluice-net/sluice/pkg/lab/kubebuild"
@@ -33,6 +34,7 @@ func (e ExitError) Error() string { return "exit status " + strconv.Itoa(e.Code)
 func Main(args []string) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	defer klog.Flush()
 	root := NewRoot()
 	root.SetArgs(args)
 	err := root.ExecuteContext(ctx)
@@ -61,6 +63,15 @@ nodes that are network namespaces on a bridged fabric, each with a lab kubelet
 that runs pods in network namespaces through CNI.`,
 	}
 	root.PersistentFlags().StringVar(&stateDir, "state-dir", "", "the lab's state directory (default $SLUICE_LAB_STATE_DIR or "+lab.DefaultStateDir+")")
+	// The lab's own processes (kubelets, forwarder, test servers) log with klog, as
+	// client-go does inside them; -v is klog's verbosity. Only -v is offered: the rest of
+	// klog's flags (log files, headers) are not needed by processes whose output the lab
+	// already writes to a file each.
+	klogFlags := flag.NewFlagSet("klog", flag.ContinueOnError)
+	klog.InitFlags(klogFlags)
+	v := klogFlags.Lookup("v")
+	v.Usage = "log verbosity of the lab's processes (kubelets, forwarder, test servers) and of client-go in them"
+	root.PersistentFlags().AddGoFlag(v)
 	sd := func() (string, error) { return lab.StateDirFrom(stateDir) }
 	open := func(cmd *cobra.Command) (*lab.Lab, error) {
 		d, err := sd()
@@ -364,7 +375,7 @@ downward API).`,
 		Hidden: true,
 		Args:   cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return lab.Forward(cmd.Context(), listen, netns.Path(nsName), to, slog.Default())
+			return lab.Forward(cmd.Context(), listen, netns.Path(nsName), to)
 		},
 	}
 	forward.Flags().StringVar(&listen, "listen", "", "")

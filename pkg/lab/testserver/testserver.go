@@ -9,12 +9,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/netip"
 	"strings"
 	"sync"
 	"time"
+
+	"k8s.io/klog/v2"
 )
 
 // Ports lists what one server listens on, per protocol.
@@ -47,17 +48,14 @@ func ParseReply(line string) (name string, client netip.AddrPort, err error) {
 type Server struct {
 	Name  string
 	Ports Ports
-	Log   *slog.Logger
 }
 
-// Run listens on every port and serves until ctx is cancelled. A port that
-// cannot be opened is an error, except SCTP on a kernel built without it,
-// which is logged (the lab's kernel may lack SCTP; probes then fail, loudly).
+// Run listens on every port and serves until ctx is cancelled, logging to
+// klog.FromContext(ctx). A port that cannot be opened is an error, except SCTP
+// on a kernel built without it, which is logged (the lab's kernel may lack
+// SCTP; probes then fail, loudly).
 func (s *Server) Run(ctx context.Context) error {
-	log := s.Log
-	if log == nil {
-		log = slog.Default()
-	}
+	logger := klog.FromContext(ctx)
 	var closers []func()
 	defer func() {
 		for _, c := range closers {
@@ -84,7 +82,7 @@ func (s *Server) Run(ctx context.Context) error {
 	for _, p := range s.Ports.SCTP {
 		l, err := listenSCTP(p)
 		if errors.Is(err, ErrSCTPUnsupported) {
-			log.Warn("SCTP port not served", "port", p, "err", err)
+			logger.Error(err, "SCTP port not served", "port", p)
 			continue
 		}
 		if err != nil {
@@ -93,7 +91,7 @@ func (s *Server) Run(ctx context.Context) error {
 		closers = append(closers, l.close)
 		wg.Go(func() { s.serveSCTP(l) })
 	}
-	log.Info("serving", "name", s.Name, "tcp", s.Ports.TCP, "udp", s.Ports.UDP, "sctp", s.Ports.SCTP)
+	logger.Info("Serving", "name", s.Name, "tcp", s.Ports.TCP, "udp", s.Ports.UDP, "sctp", s.Ports.SCTP)
 	<-ctx.Done()
 	for _, c := range closers {
 		c()
