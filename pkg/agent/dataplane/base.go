@@ -142,6 +142,17 @@ func (b *Base) Contribute(_ context.Context, tx *knftables.Transaction, full boo
 	}, nil
 }
 
+// BaseChains are the base's chains attached to hooks.
+var BaseChains = []BaseChain{
+	{Name: ChainAntiSpoof, Type: knftables.FilterType, Hook: knftables.PreroutingHook, Priority: knftables.RawPriority,
+		Does: "anti-spoofing, before conntrack: a packet from a pod's interface (`slp*`) must carry that pod's address (`@pod-ifaddrs`); IPv6 from pods is dropped"},
+	{Name: ChainMasq, Type: knftables.NATType, Hook: knftables.PostroutingHook, Priority: knftables.SNATPriority,
+		Does: "pods' traffic to anything outside the cluster and service networks leaves with the node's address"},
+}
+
+// BaseChains declares the base's hooks.
+func (b *Base) BaseChains() []BaseChain { return BaseChains }
+
 // Owned: the base's objects are never pruned (only an uninstall deletes
 // the table).
 func (b *Base) Owned() Objects { return Objects{} }
@@ -176,8 +187,7 @@ func Render(tx *knftables.Transaction, s State) {
 	// Anti-spoofing, before conntrack: a packet from a pod's interface must
 	// carry that pod's address. An interface the set does not know yet (a pod
 	// mid-ADD) can send nothing: fail closed.
-	tx.Add(&knftables.Chain{Name: ChainAntiSpoof, Type: knftables.PtrTo(knftables.FilterType),
-		Hook: knftables.PtrTo(knftables.PreroutingHook), Priority: knftables.PtrTo(knftables.RawPriority)})
+	tx.Add(Lookup(BaseChains, ChainAntiSpoof).Object())
 	tx.Flush(&knftables.Chain{Name: ChainAntiSpoof})
 	tx.Add(&knftables.Rule{Chain: ChainAntiSpoof, Rule: knftables.Concat(
 		"iifname", `"`+PodIfPrefix+`*"`, "meta nfproto ipv4", "iifname . ip saddr", "!=", "@"+SetPodIfAddrs, "counter drop")})
@@ -186,8 +196,7 @@ func Render(tx *knftables.Transaction, s State) {
 
 	// Masquerade pods' traffic to anything outside the cluster and service
 	// networks to the node's address.
-	tx.Add(&knftables.Chain{Name: ChainMasq, Type: knftables.PtrTo(knftables.NATType),
-		Hook: knftables.PtrTo(knftables.PostroutingHook), Priority: knftables.PtrTo(knftables.SNATPriority)})
+	tx.Add(Lookup(BaseChains, ChainMasq).Object())
 	tx.Flush(&knftables.Chain{Name: ChainMasq})
 	tx.Add(&knftables.Rule{Chain: ChainMasq, Rule: knftables.Concat(
 		"ip saddr", "@"+SetClusterCIDR, "ip daddr", "!=", "@"+SetClusterCIDR, "ip daddr", "!=", "@"+SetServiceCIDR, "counter masquerade")})

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -39,6 +40,8 @@ type Feature interface {
 	// Owned names every chain, set and map the feature's last committed
 	// state put in the table (what a later full sync may have to delete).
 	Owned() Objects
+	// BaseChains declares the feature's chains attached to hooks.
+	BaseChains() []BaseChain
 }
 
 // FullResyncPeriod is how often every feature re-asserts its whole part even
@@ -101,6 +104,13 @@ func NewOwner(nft knftables.Interface, log logr.Logger) *Owner {
 // order, so register first the one whose sets the others refer to (the pod
 // network).
 func (o *Owner) Register(f Feature) {
+	for _, c := range f.BaseChains() {
+		for _, m := range o.features {
+			if slices.ContainsFunc(m.f.BaseChains(), func(x BaseChain) bool { return x.Name == c.Name }) {
+				panic(fmt.Sprintf("base chain %q: declared by %s and %s", c.Name, m.f.Name(), f.Name()))
+			}
+		}
+	}
 	o.features = append(o.features, &member{f: f, needFull: true})
 }
 

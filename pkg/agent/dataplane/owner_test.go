@@ -358,3 +358,5 @@ func TestOwnerFullResync(t *testing.T) {
 		t.Fatalf("after an hour: %v, %d full renders, want 2", err, a.fulls)
 	}
 }
+
+func (f *toy) BaseChains() []BaseChain { return nil }

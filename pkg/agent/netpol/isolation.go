@@ -63,6 +63,9 @@ func NewIsolation(l Listers, node string, log logr.Logger, request func()) *Isol
 // Name is "isolation".
 func (s *Isolation) Name() string { return "isolation" }
 
+// BaseChains declares isolation's hooks.
+func (s *Isolation) BaseChains() []dataplane.BaseChain { return BaseChains }
+
 // Changed records that an input changed and asks for a sync.
 func (s *Isolation) Changed() {
 	s.mu.Lock()

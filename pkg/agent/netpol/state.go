@@ -43,6 +43,16 @@ const (
 // filter, 0), so that an egress accept is not final and ingress is still checked.
 const IngressPriority = knftables.BaseChainPriority("10")
 
+// BaseChains are isolation's chains attached to hooks.
+var BaseChains = []dataplane.BaseChain{
+	{Name: ChainInputEgress, Type: knftables.FilterType, Hook: knftables.InputHook, Priority: knftables.FilterPriority,
+		Does: "egress of local pods to this node (Multitenant and NetworkPolicy modes)"},
+	{Name: ChainForwardEgress, Type: knftables.FilterType, Hook: knftables.ForwardHook, Priority: knftables.FilterPriority,
+		Does: "egress of local pods, after DNAT (sees the endpoint, not the service address)"},
+	{Name: ChainForwardIngress, Type: knftables.FilterType, Hook: knftables.ForwardHook, Priority: IngressPriority,
+		Does: "ingress of local pods, after egress (an egress accept does not end the check)"},
+}
+
 // PodIfPattern matches every pod's host-side interface (dataplane.PodIfPrefix).
 const PodIfPattern = `"` + dataplane.PodIfPrefix + `*"`
 
@@ -223,12 +233,13 @@ func (b *builder) addStatic() {
 		inEg = append(inEg, egress)
 		fwdIn = append(fwdIn, loopback, Rule{Rule: "oifname " + PodIfPattern + " jump " + ChainIngress})
 	}
-	b.chains[ChainForwardEgress] = &Chain{Name: ChainForwardEgress, Hook: knftables.ForwardHook, Priority: knftables.FilterPriority,
-		Comment: "isolation: egress of local pods", Rules: fwdEg}
-	b.chains[ChainInputEgress] = &Chain{Name: ChainInputEgress, Hook: knftables.InputHook, Priority: knftables.FilterPriority,
-		Comment: "isolation: egress of local pods to this node", Rules: inEg}
-	b.chains[ChainForwardIngress] = &Chain{Name: ChainForwardIngress, Hook: knftables.ForwardHook, Priority: IngressPriority,
-		Comment: "isolation: ingress of local pods", Rules: fwdIn}
+	base := func(name, comment string, rules []Rule) *Chain {
+		c := dataplane.Lookup(BaseChains, name)
+		return &Chain{Name: name, Hook: c.Hook, Priority: c.Priority, Comment: comment, Rules: rules}
+	}
+	b.chains[ChainForwardEgress] = base(ChainForwardEgress, "isolation: egress of local pods", fwdEg)
+	b.chains[ChainInputEgress] = base(ChainInputEgress, "isolation: egress of local pods to this node", inEg)
+	b.chains[ChainForwardIngress] = base(ChainForwardIngress, "isolation: ingress of local pods", fwdIn)
 	b.chains[ChainEgress] = &Chain{Name: ChainEgress, Comment: "dispatch on the local source pod", Rules: []Rule{
 		{Rule: "ip saddr vmap @" + MapEgressPods},
 		{Rule: "counter drop", Comment: "not a known local pod"},

@@ -13,8 +13,8 @@ import (
 	"sync/atomic"
 
 	"github.com/containernetworking/cni/pkg/types"
-	"github.com/go-logr/logr"
 	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/go-logr/logr"
 
 	"github.com/sluice-net/sluice/pkg/agent/cniserver"
 	"github.com/sluice-net/sluice/pkg/agent/dataplane"

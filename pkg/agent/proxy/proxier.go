@@ -134,6 +134,9 @@ func NewProxier(services corelisters.ServiceLister, slicesIdx cache.Indexer, nod
 // Name is "service proxy".
 func (p *Proxier) Name() string { return "service proxy" }
 
+// BaseChains declares the proxy's hooks.
+func (p *Proxier) BaseChains() []dataplane.BaseChain { return BaseChains }
+
 // ServiceChanged marks a service for the next sync.
 func (p *Proxier) ServiceChanged(namespace, name string) {
 	p.mark(types.NamespacedName{Namespace: namespace, Name: name})

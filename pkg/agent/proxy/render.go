@@ -230,9 +230,35 @@ func Render(tx *knftables.Transaction, st State) {
 	}
 }
 
+// dstnatMinus10 is dstnat - 10, written as a number: older nft binaries
+// restrict which hooks accept the named "dstnat" priority.
+const dstnatMinus10 = knftables.BaseChainPriority("-110")
+
+// BaseChains are the proxy's chains attached to hooks.
+var BaseChains = []dataplane.BaseChain{
+	{Name: ChainFilterPrerouting, Type: knftables.FilterType, Hook: knftables.PreroutingHook, Priority: dstnatMinus10,
+		Does: "new connections to a load balancer's address: `loadBalancerSourceRanges` (`firewall-check`)"},
+	{Name: ChainNATPrerouting, Type: knftables.NATType, Hook: knftables.PreroutingHook, Priority: knftables.DNATPriority,
+		Does: "DNAT of service destinations to an endpoint (`services` dispatch)"},
+	{Name: ChainFilterInput, Type: knftables.FilterType, Hook: knftables.InputHook, Priority: dstnatMinus10,
+		Does: "new connections to node ports and service addresses without endpoints are rejected"},
+	{Name: ChainFilterForward, Type: knftables.FilterType, Hook: knftables.ForwardHook, Priority: dstnatMinus10,
+		Does: "new connections to service destinations without endpoints are rejected"},
+	{Name: ChainFilterForwardPost, Type: knftables.FilterType, Hook: knftables.ForwardHook, Priority: knftables.FilterPriority,
+		Does: "after DNAT: a service address that was not translated is rejected (`cluster-ips-check`)"},
+	{Name: ChainFilterOutput, Type: knftables.FilterType, Hook: knftables.OutputHook, Priority: dstnatMinus10,
+		Does: "the node's own new connections: source ranges, node ports and services without endpoints"},
+	{Name: ChainNATOutput, Type: knftables.NATType, Hook: knftables.OutputHook, Priority: knftables.DNATPriority,
+		Does: "DNAT of the node's own connections to services"},
+	{Name: ChainFilterOutputPost, Type: knftables.FilterType, Hook: knftables.OutputHook, Priority: knftables.FilterPriority,
+		Does: "after DNAT, the node's own connections: an untranslated service address is rejected"},
+	{Name: ChainNATPostrouting, Type: knftables.NATType, Hook: knftables.PostroutingHook, Priority: knftables.SNATPriority,
+		Does: "masquerade of marked connections (`0x1000`) and of hairpin traffic"},
+}
+
 func renderSkeleton(tx *knftables.Transaction) {
-	base := func(name string, t knftables.BaseChainType, h knftables.BaseChainHook, p knftables.BaseChainPriority, rules ...string) {
-		tx.Add(&knftables.Chain{Name: name, Type: &t, Hook: &h, Priority: &p})
+	base := func(name string, rules ...string) {
+		tx.Add(dataplane.Lookup(BaseChains, name).Object())
 		tx.Flush(&knftables.Chain{Name: name})
 		for _, r := range rules {
 			tx.Add(&knftables.Rule{Chain: name, Rule: r})
@@ -296,28 +322,19 @@ func renderSkeleton(tx *knftables.Transaction) {
 	chain(ChainNodePortEPCheck,
 		knftables.Concat("ip daddr @"+SetNodePortIPs, "meta l4proto . th dport vmap", "@"+MapNoEndpointNodePort))
 
-	// dstnat - 10, written as a number: older nft binaries restrict which
-	// hooks accept the named "dstnat" priority.
-	dstnatMinus10 := knftables.BaseChainPriority("-110")
-	base(ChainFilterInput, knftables.FilterType, knftables.InputHook, dstnatMinus10,
-		"ct state new jump "+ChainNodePortEPCheck, "ct state new jump "+ChainServiceEPCheck)
-	base(ChainFilterForward, knftables.FilterType, knftables.ForwardHook, dstnatMinus10,
-		"ct state new jump "+ChainServiceEPCheck)
-	base(ChainFilterOutput, knftables.FilterType, knftables.OutputHook, dstnatMinus10,
-		"ct state new jump "+ChainFirewallCheck, "ct state new jump "+ChainNodePortEPCheck, "ct state new jump "+ChainServiceEPCheck)
-	base(ChainFilterPrerouting, knftables.FilterType, knftables.PreroutingHook, dstnatMinus10,
-		"ct state new jump "+ChainFirewallCheck)
-	base(ChainFilterForwardPost, knftables.FilterType, knftables.ForwardHook, knftables.FilterPriority,
-		"ct state new jump "+ChainClusterIPsCheck)
-	base(ChainFilterOutputPost, knftables.FilterType, knftables.OutputHook, knftables.FilterPriority,
-		"ct state new jump "+ChainClusterIPsCheck)
-	base(ChainNATPrerouting, knftables.NATType, knftables.PreroutingHook, knftables.DNATPriority, "jump "+ChainServices)
-	base(ChainNATOutput, knftables.NATType, knftables.OutputHook, knftables.DNATPriority, "jump "+ChainServices)
+	base(ChainFilterInput, "ct state new jump "+ChainNodePortEPCheck, "ct state new jump "+ChainServiceEPCheck)
+	base(ChainFilterForward, "ct state new jump "+ChainServiceEPCheck)
+	base(ChainFilterOutput, "ct state new jump "+ChainFirewallCheck, "ct state new jump "+ChainNodePortEPCheck, "ct state new jump "+ChainServiceEPCheck)
+	base(ChainFilterPrerouting, "ct state new jump "+ChainFirewallCheck)
+	base(ChainFilterForwardPost, "ct state new jump "+ChainClusterIPsCheck)
+	base(ChainFilterOutputPost, "ct state new jump "+ChainClusterIPsCheck)
+	base(ChainNATPrerouting, "jump "+ChainServices)
+	base(ChainNATOutput, "jump "+ChainServices)
 	// Hairpin: a DNATed packet leaving through the interface of the pod that
 	// sent it is that pod reaching itself through a service; it must see the
 	// reply come from the service, so it is masqueraded. One set lookup for
 	// every service, instead of a rule per endpoint.
-	base(ChainNATPostrouting, knftables.NATType, knftables.PostroutingHook, knftables.SNATPriority,
+	base(ChainNATPostrouting,
 		knftables.Concat("ct status dnat oifname . ip saddr @"+dataplane.SetPodIfAddrs, "jump", ChainMarkMasq),
 		"jump "+ChainMasquerading)
 }

@@ -56,6 +56,9 @@ type Runner struct {
 // Name is "service proxy".
 func (r *Runner) Name() string { return "service proxy" }
 
+// BaseChains declares the proxy's hooks.
+func (r *Runner) BaseChains() []dataplane.BaseChain { return BaseChains }
+
 // SetEnabled starts or stops the proxy; stopping removes its objects from
 // the table at the next sync.
 func (r *Runner) SetEnabled(ctx context.Context, on bool) error {
