@@ -39,6 +39,7 @@ var (
 	stateDirF    = flag.String("state-dir", "/tmp/sluice-bench-proxy", "the benchmark lab's state directory")
 	apiPortF     = flag.Int("api-port", 0, "the lab's API port on the host (0: a free one)")
 	binDirF      = flag.String("bin-dir", "", "directory with sluice-lab and sluice-agent (default: beside this program)")
+	baseBinF     = flag.String("baseline-bin-dir", "", "directory with an earlier build's sluice-agent, measured as the proxy sluice-baseline (before/after a change, in one run)")
 	logDirF      = flag.String("log-dir", "/tmp/sluice-bench-proxy-logs", "where each proxy run's stderr goes")
 	keepLabF     = flag.Bool("keep-lab", false, "leave the lab running at the end")
 	iptMaxF      = flag.Int("iptables-max", 3000, "measure kube-proxy iptables mode only up to this many Services (its cold start took minutes at 3000 on the 2-vCPU machine)")
@@ -59,6 +60,7 @@ type proxyKind struct {
 
 var allProxies = map[string]proxyKind{
 	"sluice":                {"sluice", "Sluice"},
+	"sluice-baseline":       {"sluice-baseline", "Sluice (baseline build)"},
 	"kube-proxy-nftables":   {"kube-proxy-nftables", "kube-proxy nftables"},
 	"kube-proxy-iptables":   {"kube-proxy-iptables", "kube-proxy iptables"},
 	"kube-proxy-nftables-0": {"kube-proxy-nftables-0", "kube-proxy nftables, --min-sync-period=0"},

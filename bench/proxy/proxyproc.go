@@ -53,8 +53,15 @@ func (b *bench) startProxy(p proxyKind, size, rep int) (*proxyProc, time.Time, e
 	kc := b.c.AdminKubeconfigFabric()
 	var argv []string
 	switch p.name {
-	case "sluice":
-		argv = []string{filepath.Join(binDir(), "sluice-agent"), "--services-only", "--node-name=node1", "--kubeconfig=" + kc}
+	case "sluice", "sluice-baseline":
+		dir := binDir()
+		if p.name == "sluice-baseline" {
+			if *baseBinF == "" {
+				return nil, time.Time{}, fmt.Errorf("sluice-baseline needs --baseline-bin-dir")
+			}
+			dir = *baseBinF
+		}
+		argv = []string{filepath.Join(dir, "sluice-agent"), "--services-only", "--node-name=node1", "--kubeconfig=" + kc}
 	default:
 		mode := strings.TrimPrefix(p.name, "kube-proxy-")
 		mode, zero := strings.CutSuffix(mode, "-0")
