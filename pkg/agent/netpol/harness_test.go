@@ -14,6 +14,7 @@ import (
 	"sigs.k8s.io/knftables"
 
 	"github.com/sluice-net/sluice/pkg/agent/dataplane"
+	"github.com/sluice-net/sluice/pkg/agent/internal/nfttrace"
 	"github.com/sluice-net/sluice/pkg/policy"
 	"github.com/sluice-net/sluice/pkg/policy/netpolcases"
 )
@@ -50,7 +51,7 @@ type cluster struct {
 	model   *policy.Model
 	nodes   int
 	states  []State
-	tracers []*tracer
+	tracers []*nfttrace.Isolation
 }
 
 func newCluster(t testing.TB, in policy.Input, nodes int) *cluster {
@@ -70,7 +71,7 @@ func newCluster(t testing.TB, in policy.Input, nodes int) *cluster {
 			t.Fatalf("Build(%s): %v", nodeName(i), err)
 		}
 		c.states = append(c.states, st)
-		c.tracers = append(c.tracers, newTracer(t, renderFake(t, st)))
+		c.tracers = append(c.tracers, nfttrace.NewIsolation(t, renderFake(t, st)))
 	}
 	return c
 }
@@ -109,17 +110,17 @@ func (e end) isPod() bool { return e.ep.Kind == policy.EndpointPod }
 func (c *cluster) allowed(src, dst end, proto string, port int) (bool, []string) {
 	var path []string
 	if src.node >= 0 {
-		p := pkt{hook: knftables.ForwardHook, src: src.ip, dst: dst.ip, proto: proto, port: port, fromPod: src.isPod()}
+		p := nfttrace.IsolationPacket{Hook: knftables.ForwardHook, Src: src.ip, Dst: dst.ip, Proto: proto, Port: port, FromPod: src.isPod()}
 		switch {
 		case !src.isPod():
-			p.hook = knftables.OutputHook
+			p.Hook = knftables.OutputHook
 		case dst.node == src.node && !dst.isPod():
-			p.hook = knftables.InputHook
+			p.Hook = knftables.InputHook
 		default:
-			p.toPod = dst.isPod() && dst.node == src.node
+			p.ToPod = dst.isPod() && dst.node == src.node
 		}
-		ok, pp := c.tracers[src.node].trace(p)
-		path = append(path, prefixed(nodeName(src.node)+" "+string(p.hook), pp)...)
+		ok, pp := c.tracers[src.node].Trace(p)
+		path = append(path, prefixed(nodeName(src.node)+" "+string(p.Hook), pp)...)
 		if !ok || dst.node == src.node {
 			return ok, path
 		}
@@ -127,12 +128,12 @@ func (c *cluster) allowed(src, dst end, proto string, port int) (bool, []string)
 	if dst.node < 0 {
 		return true, path
 	}
-	p := pkt{hook: knftables.ForwardHook, src: src.ip, dst: dst.ip, proto: proto, port: port, toPod: dst.isPod()}
+	p := nfttrace.IsolationPacket{Hook: knftables.ForwardHook, Src: src.ip, Dst: dst.ip, Proto: proto, Port: port, ToPod: dst.isPod()}
 	if !dst.isPod() {
-		p.hook = knftables.InputHook
+		p.Hook = knftables.InputHook
 	}
-	ok, pp := c.tracers[dst.node].trace(p)
-	return ok, append(path, prefixed(nodeName(dst.node)+" "+string(p.hook), pp)...)
+	ok, pp := c.tracers[dst.node].Trace(p)
+	return ok, append(path, prefixed(nodeName(dst.node)+" "+string(p.Hook), pp)...)
 }
 
 func prefixed(pre string, lines []string) []string {

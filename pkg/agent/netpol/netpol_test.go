@@ -11,6 +11,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/knftables"
 
+	"github.com/sluice-net/sluice/pkg/agent/internal/nfttrace"
 	"github.com/sluice-net/sluice/pkg/policy"
 )
 
@@ -123,47 +124,47 @@ func TestTrace(t *testing.T) {
 		name string
 		in   policy.Input
 		node int
-		p    pkt
+		p    nfttrace.IsolationPacket
 		want bool
 	}{
 		{"not isolated: accepted", e2eInput(""), 0,
-			pkt{hook: knftables.ForwardHook, src: yb, dst: xa, proto: "tcp", port: 80, toPod: true}, true},
+			nfttrace.IsolationPacket{Hook: knftables.ForwardHook, Src: yb, Dst: xa, Proto: "tcp", Port: 80, ToPod: true}, true},
 		{"isolated, allowed namespace and port", e2eInput("", allowFromY), 0,
-			pkt{hook: knftables.ForwardHook, src: yb, dst: xa, proto: "tcp", port: 80, toPod: true}, true},
+			nfttrace.IsolationPacket{Hook: knftables.ForwardHook, Src: yb, Dst: xa, Proto: "tcp", Port: 80, ToPod: true}, true},
 		{"isolated, wrong port", e2eInput("", allowFromY), 0,
-			pkt{hook: knftables.ForwardHook, src: yb, dst: xa, proto: "tcp", port: 81, toPod: true}, false},
+			nfttrace.IsolationPacket{Hook: knftables.ForwardHook, Src: yb, Dst: xa, Proto: "tcp", Port: 81, ToPod: true}, false},
 		{"isolated, wrong protocol", e2eInput("", allowFromY), 0,
-			pkt{hook: knftables.ForwardHook, src: yb, dst: xa, proto: "udp", port: 80, toPod: true}, false},
+			nfttrace.IsolationPacket{Hook: knftables.ForwardHook, Src: yb, Dst: xa, Proto: "udp", Port: 80, ToPod: true}, false},
 		{"egress isolation applies to the pod's own node (input)", e2eInput("", denyX), 0,
-			pkt{hook: knftables.InputHook, src: xa, dst: hostIP(0), proto: "tcp", port: 22, fromPod: true}, false},
+			nfttrace.IsolationPacket{Hook: knftables.InputHook, Src: xa, Dst: hostIP(0), Proto: "tcp", Port: 22, FromPod: true}, false},
 		{"the node's own traffic is not filtered (output)", e2eInput("", denyX), 0,
-			pkt{hook: knftables.OutputHook, src: hostIP(0), dst: xa, proto: "tcp", port: 80, toPod: true}, true},
+			nfttrace.IsolationPacket{Hook: knftables.OutputHook, Src: hostIP(0), Dst: xa, Proto: "tcp", Port: 80, ToPod: true}, true},
 		{"a pod reaches itself through a service hairpin", e2eInput("", denyX), 0,
-			pkt{hook: knftables.ForwardHook, src: xa, dst: xa, proto: "tcp", port: 80, fromPod: true, toPod: true}, true},
+			nfttrace.IsolationPacket{Hook: knftables.ForwardHook, Src: xa, Dst: xa, Proto: "tcp", Port: 80, FromPod: true, ToPod: true}, true},
 		{"NetworkPolicy: unknown local destination dropped (fail closed)", e2eInput(""), 0,
-			pkt{hook: knftables.ForwardHook, src: yb, dst: unknown, proto: "tcp", port: 80, toPod: true}, false},
+			nfttrace.IsolationPacket{Hook: knftables.ForwardHook, Src: yb, Dst: unknown, Proto: "tcp", Port: 80, ToPod: true}, false},
 		{"NetworkPolicy: unknown local source dropped (fail closed)", e2eInput(""), 0,
-			pkt{hook: knftables.ForwardHook, src: unknown, dst: yb, proto: "tcp", port: 80, fromPod: true}, false},
+			nfttrace.IsolationPacket{Hook: knftables.ForwardHook, Src: unknown, Dst: yb, Proto: "tcp", Port: 80, FromPod: true}, false},
 		{"NetworkPolicy: unknown remote source is just an address", e2eInput(""), 0,
-			pkt{hook: knftables.ForwardHook, src: netip.MustParseAddr("10.128.3.3"), dst: xa, proto: "tcp", port: 80, toPod: true}, true},
+			nfttrace.IsolationPacket{Hook: knftables.ForwardHook, Src: netip.MustParseAddr("10.128.3.3"), Dst: xa, Proto: "tcp", Port: 80, ToPod: true}, true},
 		{"Multitenant: unknown pod-network source dropped", e2eInput(policy.ModeMultitenant), 0,
-			pkt{hook: knftables.ForwardHook, src: netip.MustParseAddr("10.128.3.3"), dst: xa, proto: "tcp", port: 80, toPod: true}, false},
+			nfttrace.IsolationPacket{Hook: knftables.ForwardHook, Src: netip.MustParseAddr("10.128.3.3"), Dst: xa, Proto: "tcp", Port: 80, ToPod: true}, false},
 		{"Multitenant: external source is global", e2eInput(policy.ModeMultitenant), 0,
-			pkt{hook: knftables.ForwardHook, src: netip.MustParseAddr("203.0.113.7"), dst: xa, proto: "tcp", port: 80, toPod: true}, true},
+			nfttrace.IsolationPacket{Hook: knftables.ForwardHook, Src: netip.MustParseAddr("203.0.113.7"), Dst: xa, Proto: "tcp", Port: 80, ToPod: true}, true},
 		{"Multitenant: another node's overlay address is global", e2eInput(policy.ModeMultitenant), 0,
-			pkt{hook: knftables.ForwardHook, src: tunnelIP(1), dst: xa, proto: "tcp", port: 80, toPod: true}, true},
+			nfttrace.IsolationPacket{Hook: knftables.ForwardHook, Src: tunnelIP(1), Dst: xa, Proto: "tcp", Port: 80, ToPod: true}, true},
 		{"Multitenant: another VNID dropped", e2eInput(policy.ModeMultitenant), 0,
-			pkt{hook: knftables.ForwardHook, src: yb, dst: xa, proto: "tcp", port: 80, toPod: true}, false},
+			nfttrace.IsolationPacket{Hook: knftables.ForwardHook, Src: yb, Dst: xa, Proto: "tcp", Port: 80, ToPod: true}, false},
 		{"Multitenant: unknown local destination dropped", e2eInput(policy.ModeMultitenant), 0,
-			pkt{hook: knftables.ForwardHook, src: netip.MustParseAddr("203.0.113.7"), dst: unknown, proto: "tcp", port: 80, toPod: true}, false},
+			nfttrace.IsolationPacket{Hook: knftables.ForwardHook, Src: netip.MustParseAddr("203.0.113.7"), Dst: unknown, Proto: "tcp", Port: 80, ToPod: true}, false},
 		{"before the informers sync (no pods known): local destinations closed", policy.Input{}, 0,
-			pkt{hook: knftables.ForwardHook, src: yb, dst: xa, proto: "tcp", port: 80, toPod: true}, false},
+			nfttrace.IsolationPacket{Hook: knftables.ForwardHook, Src: yb, Dst: xa, Proto: "tcp", Port: 80, ToPod: true}, false},
 		{"before the informers sync (no pods known): local sources closed", policy.Input{Mode: policy.ModeMultitenant}, 0,
-			pkt{hook: knftables.ForwardHook, src: xa, dst: yb, proto: "tcp", port: 80, fromPod: true}, false},
+			nfttrace.IsolationPacket{Hook: knftables.ForwardHook, Src: xa, Dst: yb, Proto: "tcp", Port: 80, FromPod: true}, false},
 		{"Subnet: unknown local destination accepted (no isolation)", e2eInput(policy.ModeSubnet, denyX), 0,
-			pkt{hook: knftables.ForwardHook, src: yb, dst: unknown, proto: "tcp", port: 80, toPod: true}, true},
+			nfttrace.IsolationPacket{Hook: knftables.ForwardHook, Src: yb, Dst: unknown, Proto: "tcp", Port: 80, ToPod: true}, true},
 		{"Subnet: policies ignored", e2eInput(policy.ModeSubnet, denyX), 0,
-			pkt{hook: knftables.ForwardHook, src: yb, dst: xa, proto: "tcp", port: 80, toPod: true}, true},
+			nfttrace.IsolationPacket{Hook: knftables.ForwardHook, Src: yb, Dst: xa, Proto: "tcp", Port: 80, ToPod: true}, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -171,7 +172,7 @@ func TestTrace(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			got, path := newTracer(t, renderFake(t, st)).trace(tt.p)
+			got, path := nfttrace.NewIsolation(t, renderFake(t, st)).Trace(tt.p)
 			if got != tt.want {
 				t.Errorf("got %v, want %v\n  %s", got, tt.want, strings.Join(path, "\n  "))
 			}
@@ -242,5 +243,31 @@ func TestContract(t *testing.T) {
 				t.Errorf("name %s collides with %s", n, p)
 			}
 		}
+	}
+}
+
+// nfttrace keeps its own copies of the names it needs (it cannot import this package, whose
+// tests use it): they must be this package's, and its tracer, which walks only base chains
+// named IsolationChainPrefix…, must see every base chain isolation renders.
+func TestTracerNames(t *testing.T) {
+	if nfttrace.PodIfPattern != PodIfPattern {
+		t.Errorf("nfttrace.PodIfPattern %s, netpol's %s", nfttrace.PodIfPattern, PodIfPattern)
+	}
+	st, err := Build(e2eInput(policy.ModeMultitenant), nodeName(0), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bases := 0
+	for _, c := range st.Chains {
+		if c.Hook == "" {
+			continue
+		}
+		bases++
+		if !strings.HasPrefix(c.Name, nfttrace.IsolationChainPrefix) {
+			t.Errorf("base chain %s: the tracer walks only %s*", c.Name, nfttrace.IsolationChainPrefix)
+		}
+	}
+	if bases == 0 {
+		t.Error("no base chain rendered")
 	}
 }

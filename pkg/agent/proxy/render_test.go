@@ -14,6 +14,7 @@ import (
 	"sigs.k8s.io/knftables"
 
 	"github.com/sluice-net/sluice/pkg/agent/dataplane"
+	"github.com/sluice-net/sluice/pkg/agent/internal/nfttrace"
 )
 
 var dpState = dataplane.State{
@@ -130,8 +131,35 @@ func scenario(t *testing.T) State {
 	})
 }
 
+// pkt is a new connection from src to dst.
+func pkt(src, dst, proto string, port int) nfttrace.ServicePacket {
+	return nfttrace.ServicePacket{Src: src, Dst: dst, Proto: proto, Port: port}
+}
+
+// nfttrace keeps its own copies of the names it starts from (it cannot
+// import this package, whose tests use it): they must be this package's.
+func TestTracerNames(t *testing.T) {
+	for _, n := range []struct{ tracer, proxy string }{
+		{nfttrace.ChainFilterPrerouting, ChainFilterPrerouting},
+		{nfttrace.ChainFilterInput, ChainFilterInput},
+		{nfttrace.ChainFilterForward, ChainFilterForward},
+		{nfttrace.ChainFilterOutput, ChainFilterOutput},
+		{nfttrace.ChainFilterForwardPost, ChainFilterForwardPost},
+		{nfttrace.ChainFilterOutputPost, ChainFilterOutputPost},
+		{nfttrace.ChainNATPrerouting, ChainNATPrerouting},
+		{nfttrace.ChainNATOutput, ChainNATOutput},
+		{nfttrace.ChainNATPostrouting, ChainNATPostrouting},
+		{nfttrace.SetNodePortIPs, SetNodePortIPs},
+		{nfttrace.PrefixAffinity, prefixAffinity},
+	} {
+		if n.tracer != n.proxy {
+			t.Errorf("nfttrace has %q where the proxy has %q", n.tracer, n.proxy)
+		}
+	}
+}
+
 func TestTrace(t *testing.T) {
-	tr := newTracer(t, render(t, scenario(t)))
+	tr := nfttrace.NewServices(t, render(t, scenario(t)))
 	var (
 		bothEPs     = []string{"dnat 10.128.0.2:8080", "dnat 10.128.1.2:8080"}
 		bothMasq    = []string{"dnat 10.128.0.2:8080 masq", "dnat 10.128.1.2:8080 masq"}
@@ -140,60 +168,60 @@ func TestTrace(t *testing.T) {
 	)
 	for _, tc := range []struct {
 		name string
-		p    pkt
+		p    nfttrace.ServicePacket
 		want []string
 	}{
-		{"clusterIP from a pod", pkt{pod, "172.30.0.10", "tcp", 80}, bothEPs},
-		{"clusterIP, other port: rejected", pkt{pod, "172.30.0.10", "tcp", 81}, []string{"reject"}},
-		{"clusterIP, other protocol: rejected", pkt{pod, "172.30.0.10", "udp", 80}, []string{"reject"}},
-		{"clusterIP, other port, from the node: rejected", pkt{host, "172.30.0.10", "tcp", 81}, []string{"reject"}},
-		{"unallocated address of the service network: dropped", pkt{pod, "172.30.9.9", "tcp", 80}, []string{"drop"}},
-		{"unallocated service address from the node: dropped", pkt{host, "172.30.9.9", "tcp", 80}, []string{"drop"}},
-		{"outside the service network: not ours", pkt{pod, "10.0.0.1", "tcp", 80}, notAService},
-		{"clusterIP from the node is masqueraded", pkt{host, "172.30.0.10", "tcp", 80}, bothMasq},
-		{"hairpin: an endpoint reaching itself is masqueraded", pkt{epLocal, "172.30.0.10", "tcp", 80},
+		{"clusterIP from a pod", pkt(pod, "172.30.0.10", "tcp", 80), bothEPs},
+		{"clusterIP, other port: rejected", pkt(pod, "172.30.0.10", "tcp", 81), []string{"reject"}},
+		{"clusterIP, other protocol: rejected", pkt(pod, "172.30.0.10", "udp", 80), []string{"reject"}},
+		{"clusterIP, other port, from the node: rejected", pkt(host, "172.30.0.10", "tcp", 81), []string{"reject"}},
+		{"unallocated address of the service network: dropped", pkt(pod, "172.30.9.9", "tcp", 80), []string{"drop"}},
+		{"unallocated service address from the node: dropped", pkt(host, "172.30.9.9", "tcp", 80), []string{"drop"}},
+		{"outside the service network: not ours", pkt(pod, "10.0.0.1", "tcp", 80), notAService},
+		{"clusterIP from the node is masqueraded", pkt(host, "172.30.0.10", "tcp", 80), bothMasq},
+		{"hairpin: an endpoint reaching itself is masqueraded", pkt(epLocal, "172.30.0.10", "tcp", 80),
 			[]string{"dnat 10.128.0.2:8080 masq", "dnat 10.128.1.2:8080"}},
-		{"node port from outside", pkt{outside, host, "tcp", 30080}, bothMasq},
-		{"node port, other node address is not ours", pkt{outside, "192.168.1.11", "tcp", 30080}, notAService},
-		{"node port, unknown port", pkt{outside, host, "tcp", 30999}, notAService},
-		{"node port from the node itself", pkt{host, host, "tcp", 30080}, bothMasq},
-		{"externalIP", pkt{outside, "203.0.113.50", "tcp", 80}, bothMasq},
-		{"load-balancer IP", pkt{outside, "198.51.100.7", "tcp", 80}, bothMasq},
-		{"load-balancer IP, node port number is not a service port", pkt{outside, "198.51.100.7", "tcp", 30080}, notAService},
+		{"node port from outside", pkt(outside, host, "tcp", 30080), bothMasq},
+		{"node port, other node address is not ours", pkt(outside, "192.168.1.11", "tcp", 30080), notAService},
+		{"node port, unknown port", pkt(outside, host, "tcp", 30999), notAService},
+		{"node port from the node itself", pkt(host, host, "tcp", 30080), bothMasq},
+		{"externalIP", pkt(outside, "203.0.113.50", "tcp", 80), bothMasq},
+		{"load-balancer IP", pkt(outside, "198.51.100.7", "tcp", 80), bothMasq},
+		{"load-balancer IP, node port number is not a service port", pkt(outside, "198.51.100.7", "tcp", 30080), notAService},
 
-		{"ETP Local: external client keeps its source, local endpoint only", pkt{outside, "198.51.100.8", "tcp", 80}, localOnly},
-		{"ETP Local: node port too", pkt{outside, host, "tcp", 30081}, localOnly},
-		{"ETP Local: pods short-circuit to cluster policy", pkt{pod, "198.51.100.8", "tcp", 80}, bothEPs},
-		{"ETP Local: the node short-circuits, masqueraded", pkt{host, host, "tcp", 30081}, bothMasq},
-		{"ETP Local: clusterIP is cluster-wide", pkt{pod, "172.30.0.11", "tcp", 80}, bothEPs},
-		{"ETP Local, no local endpoint: external dropped", pkt{outside, host, "tcp", 30082}, []string{"drop"}},
-		{"ETP Local, no local endpoint: pods still served", pkt{pod, host, "tcp", 30082}, []string{"dnat 10.128.1.2:8080"}},
+		{"ETP Local: external client keeps its source, local endpoint only", pkt(outside, "198.51.100.8", "tcp", 80), localOnly},
+		{"ETP Local: node port too", pkt(outside, host, "tcp", 30081), localOnly},
+		{"ETP Local: pods short-circuit to cluster policy", pkt(pod, "198.51.100.8", "tcp", 80), bothEPs},
+		{"ETP Local: the node short-circuits, masqueraded", pkt(host, host, "tcp", 30081), bothMasq},
+		{"ETP Local: clusterIP is cluster-wide", pkt(pod, "172.30.0.11", "tcp", 80), bothEPs},
+		{"ETP Local, no local endpoint: external dropped", pkt(outside, host, "tcp", 30082), []string{"drop"}},
+		{"ETP Local, no local endpoint: pods still served", pkt(pod, host, "tcp", 30082), []string{"dnat 10.128.1.2:8080"}},
 
-		{"no endpoints: clusterIP rejected", pkt{pod, "172.30.0.13", "tcp", 80}, []string{"reject"}},
-		{"no endpoints: node port rejected", pkt{outside, host, "tcp", 30083}, []string{"reject"}},
-		{"no endpoints: node port from the node rejected", pkt{host, host, "tcp", 30083}, []string{"reject"}},
-		{"no endpoints: externalIP rejected", pkt{outside, "203.0.113.51", "tcp", 80}, []string{"reject"}},
+		{"no endpoints: clusterIP rejected", pkt(pod, "172.30.0.13", "tcp", 80), []string{"reject"}},
+		{"no endpoints: node port rejected", pkt(outside, host, "tcp", 30083), []string{"reject"}},
+		{"no endpoints: node port from the node rejected", pkt(host, host, "tcp", 30083), []string{"reject"}},
+		{"no endpoints: externalIP rejected", pkt(outside, "203.0.113.51", "tcp", 80), []string{"reject"}},
 
-		{"ITP Local: local endpoint only, no masquerade", pkt{pod, "172.30.0.14", "tcp", 80}, localOnly},
-		{"ITP Local, none local: dropped", pkt{pod, "172.30.0.15", "tcp", 80}, []string{"drop"}},
+		{"ITP Local: local endpoint only, no masquerade", pkt(pod, "172.30.0.14", "tcp", 80), localOnly},
+		{"ITP Local, none local: dropped", pkt(pod, "172.30.0.15", "tcp", 80), []string{"drop"}},
 
-		{"UDP", pkt{pod, "172.30.0.17", "udp", 53}, []string{"dnat 10.128.1.2:5353"}},
-		{"SCTP", pkt{pod, "172.30.0.17", "sctp", 53}, []string{"dnat 10.128.1.2:5354"}},
-		{"TCP on a UDP+SCTP service: rejected", pkt{pod, "172.30.0.17", "tcp", 53}, []string{"reject"}},
+		{"UDP", pkt(pod, "172.30.0.17", "udp", 53), []string{"dnat 10.128.1.2:5353"}},
+		{"SCTP", pkt(pod, "172.30.0.17", "sctp", 53), []string{"dnat 10.128.1.2:5354"}},
+		{"TCP on a UDP+SCTP service: rejected", pkt(pod, "172.30.0.17", "tcp", 53), []string{"reject"}},
 
-		{"source ranges: admitted client", pkt{"203.0.113.5", "198.51.100.9", "tcp", 80}, bothMasq},
-		{"source ranges: other client dropped", pkt{outside, "198.51.100.9", "tcp", 80}, []string{"drop"}},
-		{"source ranges: a pod outside them dropped", pkt{pod, "198.51.100.9", "tcp", 80}, []string{"drop"}},
-		{"source ranges: the node inside them admitted", pkt{host, "198.51.100.9", "tcp", 80}, bothMasq},
-		{"source ranges: the LB address itself admitted (range holds the node)", pkt{"198.51.100.9", "198.51.100.9", "tcp", 80}, bothMasq},
-		{"source ranges: node port not filtered", pkt{outside, host, "tcp", 30084}, bothMasq},
-		{"source ranges: clusterIP not filtered", pkt{pod, "172.30.0.18", "tcp", 80}, bothEPs},
-		{"source ranges: other port of the LB address untouched", pkt{outside, "198.51.100.9", "tcp", 81}, notAService},
-		{"source ranges of another family only: nobody admitted", pkt{"203.0.113.5", "198.51.100.10", "tcp", 80}, []string{"drop"}},
-		{"source ranges of another family only: node port still served", pkt{outside, host, "tcp", 30085}, bothMasq},
+		{"source ranges: admitted client", pkt("203.0.113.5", "198.51.100.9", "tcp", 80), bothMasq},
+		{"source ranges: other client dropped", pkt(outside, "198.51.100.9", "tcp", 80), []string{"drop"}},
+		{"source ranges: a pod outside them dropped", pkt(pod, "198.51.100.9", "tcp", 80), []string{"drop"}},
+		{"source ranges: the node inside them admitted", pkt(host, "198.51.100.9", "tcp", 80), bothMasq},
+		{"source ranges: the LB address itself admitted (range holds the node)", pkt("198.51.100.9", "198.51.100.9", "tcp", 80), bothMasq},
+		{"source ranges: node port not filtered", pkt(outside, host, "tcp", 30084), bothMasq},
+		{"source ranges: clusterIP not filtered", pkt(pod, "172.30.0.18", "tcp", 80), bothEPs},
+		{"source ranges: other port of the LB address untouched", pkt(outside, "198.51.100.9", "tcp", 81), notAService},
+		{"source ranges of another family only: nobody admitted", pkt("203.0.113.5", "198.51.100.10", "tcp", 80), []string{"drop"}},
+		{"source ranges of another family only: node port still served", pkt(outside, host, "tcp", 30085), bothMasq},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := tr.trace(tc.p); !slices.Equal(got, tc.want) {
+			if got := tr.Trace(tc.p); !slices.Equal(got, tc.want) {
 				t.Errorf("%+v: got %v, want %v", tc.p, got, tc.want)
 			}
 		})
@@ -202,9 +230,9 @@ func TestTrace(t *testing.T) {
 
 func TestTraceAffinity(t *testing.T) {
 	st := scenario(t)
-	tr := newTracer(t, render(t, st))
-	p := pkt{pod, "172.30.0.16", "tcp", 80}
-	if got := tr.trace(p); len(got) != 2 {
+	tr := nfttrace.NewServices(t, render(t, st))
+	p := pkt(pod, "172.30.0.16", "tcp", 80)
+	if got := tr.Trace(p); len(got) != 2 {
 		t.Fatalf("first connection: %v", got)
 	}
 	// The trace explored both branches, so both affinity sets learnt the
@@ -215,13 +243,13 @@ func TestTraceAffinity(t *testing.T) {
 			sticky = &st.Services[i]
 		}
 	}
-	delete(tr.affinity, affinitySet(sticky, sticky.Cluster[0]))
+	delete(tr.Affinity, affinitySet(sticky, sticky.Cluster[0]))
 	for range 3 {
-		if got := tr.trace(p); !slices.Equal(got, []string{"dnat 10.128.1.2:8080"}) {
+		if got := tr.Trace(p); !slices.Equal(got, []string{"dnat 10.128.1.2:8080"}) {
 			t.Errorf("sticky client moved: %v", got)
 		}
 	}
-	if got := tr.trace(pkt{"10.128.0.99", "172.30.0.16", "tcp", 80}); len(got) != 2 {
+	if got := tr.Trace(pkt("10.128.0.99", "172.30.0.16", "tcp", 80)); len(got) != 2 {
 		t.Errorf("a new client is not load-balanced: %v", got)
 	}
 	dump := render(t, st).Dump()
@@ -383,7 +411,7 @@ func TestManyEndpointsGetOwnChains(t *testing.T) {
 	if !strings.Contains(f.Dump(), "add chain inet sluice "+serviceChain(&st.Services[0])) {
 		t.Fatalf("no service chain")
 	}
-	got := newTracer(t, f).trace(pkt{pod, "172.30.0.10", "tcp", 80})
+	got := nfttrace.NewServices(t, f).Trace(pkt(pod, "172.30.0.10", "tcp", 80))
 	if len(got) != len(eps) {
 		t.Errorf("%d outcomes, want one per endpoint (%d): %v", len(got), len(eps), got)
 	}

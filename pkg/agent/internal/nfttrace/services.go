@@ -1,4 +1,4 @@
-package proxy
+package nfttrace
 
 import (
 	"net/netip"
@@ -10,24 +10,45 @@ import (
 	"sigs.k8s.io/knftables"
 )
 
-// pkt is the first packet of a new connection.
-type pkt struct {
-	src, dst string
-	proto    string // tcp, udp, sctp
-	port     int
+// The service proxy's names the Services tracer starts from (pkg/agent/proxy
+// has constants of the same names; its tests check that they agree).
+const (
+	ChainFilterPrerouting  = "svc-filter-prerouting"
+	ChainFilterInput       = "svc-filter-input"
+	ChainFilterForward     = "svc-filter-forward"
+	ChainFilterOutput      = "svc-filter-output"
+	ChainFilterForwardPost = "svc-filter-forward-post"
+	ChainFilterOutputPost  = "svc-filter-output-post"
+	ChainNATPrerouting     = "svc-nat-prerouting"
+	ChainNATOutput         = "svc-nat-output"
+	ChainNATPostrouting    = "svc-nat-postrouting"
+	SetNodePortIPs         = "nodeport-ips"
+	// PrefixAffinity starts the name of every ClientIP-affinity set: the
+	// tracer keeps their contents itself (Services.Affinity), as the kernel
+	// fills them while packets pass.
+	PrefixAffinity = "affinity-"
+)
+
+// ServicePacket is the first packet of a new connection, for Services.
+type ServicePacket struct {
+	Src, Dst string
+	Proto    string // tcp, udp, sctp
+	Port     int
 }
 
-// tracer walks a packet through the proxy's part of a rendered table, as the
-// kernel would: filter (dstnat-10) → nat dstnat → nat srcnat. It understands
-// exactly the rule shapes Render writes and fails the test on anything else,
-// so a rule it cannot read is a rule nobody checked. numgen branches are all
-// explored; affinity sets remember sources across traces.
-type tracer struct {
-	t        *testing.T
-	tbl      *knftables.FakeTable
-	affinity map[string][]netip.Addr
+// Services walks a packet through the proxy's part of a rendered table, as
+// the kernel would: filter (dstnat-10) → nat dstnat → nat srcnat. numgen
+// branches are all explored; affinity sets remember sources across traces.
+type Services struct {
+	// Affinity is what each affinity set has learnt (set name → sources);
+	// a test may delete an entry as if it had timed out.
+	Affinity map[string][]netip.Addr
+
+	t   testing.TB
+	tbl *knftables.FakeTable
 }
 
+// tctx is one branch of a trace: the packet and what has happened to it.
 type tctx struct {
 	src, dst netip.Addr
 	proto    string
@@ -38,17 +59,18 @@ type tctx struct {
 	masq     bool
 }
 
-func newTracer(t *testing.T, f *knftables.Fake) *tracer {
-	return &tracer{t: t, tbl: f.Table, affinity: map[string][]netip.Addr{}}
+// NewServices returns a tracer over f's table as it is now.
+func NewServices(t testing.TB, f *knftables.Fake) *Services {
+	return &Services{t: t, tbl: f.Table, Affinity: map[string][]netip.Addr{}}
 }
 
-// trace returns every possible outcome, sorted: "reject", "drop",
+// Trace returns every possible outcome, sorted: "reject", "drop",
 // "accept" (not a service), or "dnat A:P" with " masq" when source-NATed.
 // Stages: the pre-DNAT filter chains (prerouting, then forward or input;
 // output for the node's own packets), nat dstnat, the post-DNAT filter
 // chains (which see the translated destination), nat srcnat.
-func (tr *tracer) trace(p pkt) []string {
-	c := tctx{src: netip.MustParseAddr(p.src), dst: netip.MustParseAddr(p.dst), proto: p.proto, port: p.port}
+func (tr *Services) Trace(p ServicePacket) []string {
+	c := tctx{src: netip.MustParseAddr(p.Src), dst: netip.MustParseAddr(p.Dst), proto: p.Proto, port: p.Port}
 	local := tr.inSet(SetNodePortIPs, c.src)
 	pre := []string{ChainFilterPrerouting, ChainFilterForward}
 	nat, post := ChainNATPrerouting, ChainFilterForwardPost
@@ -116,7 +138,7 @@ func (tr *tracer) trace(p pkt) []string {
 	return slices.Compact(out)
 }
 
-func (tr *tracer) run(chain string, c tctx) []tctx {
+func (tr *Services) run(chain string, c tctx) []tctx {
 	ch := tr.tbl.Chains[chain]
 	if ch == nil {
 		tr.t.Fatalf("no chain %q", chain)
@@ -124,7 +146,7 @@ func (tr *tracer) run(chain string, c tctx) []tctx {
 	return tr.rules(ch.Rules, 0, c)
 }
 
-func (tr *tracer) rules(rs []*knftables.Rule, i int, c tctx) []tctx {
+func (tr *Services) rules(rs []*knftables.Rule, i int, c tctx) []tctx {
 	if i == len(rs) {
 		return []tctx{c}
 	}
@@ -208,8 +230,8 @@ func (tr *tracer) rules(rs []*knftables.Rule, i int, c tctx) []tctx {
 		return []tctx{c}
 	case hasPrefix(w, "update") && strings.Join(w[2:], " ") == "{ ip saddr }":
 		s := strings.TrimPrefix(w[1], "@")
-		if !slices.Contains(tr.affinity[s], c.src) {
-			tr.affinity[s] = append(tr.affinity[s], c.src)
+		if !slices.Contains(tr.Affinity[s], c.src) {
+			tr.Affinity[s] = append(tr.Affinity[s], c.src)
 		}
 		return next(c)
 	case hasPrefix(w, "dnat", "ip", "to", "ip", "daddr", ".") && len(w) == 15 && w[6] == c.proto && hasPrefix(w[7:], "dport", ".", "numgen", "random", "mod") && w[13] == "map":
@@ -283,7 +305,7 @@ func (tr *tracer) rules(rs []*knftables.Rule, i int, c tctx) []tctx {
 	return nil
 }
 
-func (tr *tracer) verdict(v string, c tctx, next func(tctx) []tctx) []tctx {
+func (tr *Services) verdict(v string, c tctx, next func(tctx) []tctx) []tctx {
 	w := strings.Fields(v)
 	switch w[0] {
 	case "goto":
@@ -306,15 +328,11 @@ func (tr *tracer) verdict(v string, c tctx, next func(tctx) []tctx) []tctx {
 	return nil
 }
 
-func (tr *tracer) inSet(name string, a netip.Addr) bool {
-	if strings.HasPrefix(name, prefixAffinity) {
-		return slices.Contains(tr.affinity[name], a)
+func (tr *Services) inSet(name string, a netip.Addr) bool {
+	if strings.HasPrefix(name, PrefixAffinity) {
+		return slices.Contains(tr.Affinity[name], a)
 	}
-	s := tr.tbl.Sets[name]
-	if s == nil {
-		tr.t.Fatalf("tracer: no set %q", name)
-	}
-	for _, e := range s.Elements {
+	for _, e := range tr.set(name).Elements {
 		k := e.Key[0]
 		if p, err := netip.ParsePrefix(k); err == nil {
 			if p.Contains(a) {
@@ -327,14 +345,19 @@ func (tr *tracer) inSet(name string, a netip.Addr) bool {
 	return false
 }
 
-// inPairSet: a is the address half of some element of an
-// "ifname . ipv4_addr" set (the tracer does not model interfaces).
-func (tr *tracer) inPairSet(name string, a netip.Addr) bool {
+// set is the table's set name; the test fails when there is none.
+func (tr *Services) set(name string) *knftables.FakeSet {
 	s := tr.tbl.Sets[name]
 	if s == nil {
 		tr.t.Fatalf("tracer: no set %q", name)
 	}
-	for _, e := range s.Elements {
+	return s
+}
+
+// inPairSet: a is the address half of some element of an
+// "ifname . ipv4_addr" set (the tracer does not model interfaces).
+func (tr *Services) inPairSet(name string, a netip.Addr) bool {
+	for _, e := range tr.set(name).Elements {
 		if len(e.Key) == 2 && netip.MustParseAddr(e.Key[1]) == a {
 			return true
 		}
@@ -376,27 +399,17 @@ func isConcatLookup(w []string) bool {
 
 // concatLookup evaluates a concatenated set lookup; elements may hold
 // prefixes (interval sets) where the packet has an address.
-func (tr *tracer) concatLookup(w []string, c tctx) (bool, int) {
+func (tr *Services) concatLookup(w []string, c tctx) (bool, int) {
 	fields, n := concatFields(w)
 	neg := w[n] == "!="
 	if neg {
 		n++
 	}
 	name := strings.TrimPrefix(w[n], "@")
-	set := tr.tbl.Sets[name]
-	if set == nil {
-		tr.t.Fatalf("tracer: no set %q", name)
-	}
+	set := tr.set(name)
 	val := func(f string) string {
-		switch f {
-		case "ip saddr":
-			return c.src.String()
-		case "ip daddr":
-			return c.dst.String()
-		case "meta l4proto":
-			return c.proto
-		}
-		return strconv.Itoa(c.port)
+		v, _ := fieldValue(f, c.src, c.dst, c.proto, c.port) // concatFields read only known fields
+		return v
 	}
 	found := false
 	for _, e := range set.Elements {
@@ -418,8 +431,4 @@ func (tr *tracer) concatLookup(w []string, c tctx) (bool, int) {
 		}
 	}
 	return found != neg, n + 1
-}
-
-func hasPrefix(w []string, p ...string) bool {
-	return len(w) >= len(p) && slices.Equal(w[:len(p)], p)
 }

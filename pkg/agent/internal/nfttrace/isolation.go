@@ -1,4 +1,4 @@
-package netpol
+package nfttrace
 
 import (
 	"net/netip"
@@ -10,49 +10,62 @@ import (
 	"sigs.k8s.io/knftables"
 )
 
-// pkt is the first packet of a new connection as one node's filter hooks see it.
-type pkt struct {
-	hook     knftables.BaseChainHook // forward, input or output
-	src, dst netip.Addr
-	proto    string // tcp, udp, sctp, icmp
-	port     int    // 0 for icmp
-	fromPod  bool   // iifname is a pod's host-side interface (slp*)
-	toPod    bool   // oifname is one (forward only)
+// Isolation's names (pkg/agent/netpol's tests check them against its own).
+const (
+	// IsolationChainPrefix starts the name of every base chain isolation
+	// renders: the Isolation tracer walks only those, so that the proxy's
+	// and the pod network's base chains at the same hooks are not its
+	// business (their tracer, or none, reads them).
+	IsolationChainPrefix = "np-"
+	// PodIfPattern matches every pod's host-side interface (netpol.PodIfPattern).
+	PodIfPattern = `"slp*"`
+)
+
+// IsolationPacket is the first packet of a new connection as one node's
+// filter hooks see it.
+type IsolationPacket struct {
+	Hook     knftables.BaseChainHook // forward, input or output
+	Src, Dst netip.Addr
+	Proto    string // tcp, udp, sctp, icmp
+	Port     int    // 0 for icmp
+	FromPod  bool   // iifname is a pod's host-side interface (slp*)
+	ToPod    bool   // oifname is one (forward only)
 }
 
-// tracer walks packets through the base chains of one hook of a rendered knftables.Fake in
-// priority order, as the kernel does: accept ends a base chain and the next one runs, drop
-// is final, falling off a base chain is its policy (accept). It reads exactly the rule
-// shapes this package renders and fails the test on anything else, so a rule it cannot read
-// is a rule nobody checked.
-type tracer struct {
+// Isolation walks packets through isolation's base chains (np-*) of one hook
+// of a rendered knftables.Fake in priority order, as the kernel does: accept
+// ends a base chain and the next one runs, drop is final, falling off a base
+// chain is its policy (accept).
+type Isolation struct {
 	t      testing.TB
 	tbl    *knftables.FakeTable
 	fields map[*knftables.Rule][]string
 }
 
-func newTracer(t testing.TB, f *knftables.Fake) *tracer {
+// NewIsolation returns a tracer over f's table as it is now.
+func NewIsolation(t testing.TB, f *knftables.Fake) *Isolation {
 	t.Helper()
 	tbl := f.Table
 	if tbl == nil {
 		t.Fatal("tracer: the fake has no table")
 	}
-	return &tracer{t: t, tbl: tbl, fields: map[*knftables.Rule][]string{}}
+	return &Isolation{t: t, tbl: tbl, fields: map[*knftables.Rule][]string{}}
 }
 
-// trace returns whether p passes the node, and the rules that decided (for messages).
-func (tr *tracer) trace(p pkt) (bool, []string) {
+// Trace returns whether isolation lets p pass the node, and the rules that
+// decided (for messages).
+func (tr *Isolation) Trace(p IsolationPacket) (bool, []string) {
 	type base struct {
 		name string
 		prio int
 	}
 	var bases []base
 	for name, ch := range tr.tbl.Chains {
-		if ch.Hook == nil || *ch.Hook != p.hook {
+		if ch.Hook == nil || *ch.Hook != p.Hook || !strings.HasPrefix(name, IsolationChainPrefix) {
 			continue
 		}
 		if ch.Type == nil || *ch.Type != knftables.FilterType {
-			tr.t.Fatalf("tracer: base chain %q at hook %s is not a filter chain", name, p.hook)
+			tr.t.Fatalf("tracer: base chain %q at hook %s is not a filter chain", name, p.Hook)
 		}
 		bases = append(bases, base{name, priority(tr.t, *ch.Priority)})
 	}
@@ -81,7 +94,7 @@ func priority(t testing.TB, p knftables.BaseChainPriority) int {
 
 // run executes a chain: "accept" or "drop" when a rule decided, "" when the chain ran out
 // (a base chain's policy, or a return to the chain that jumped here).
-func (tr *tracer) run(chain string, p pkt, path *[]string) string {
+func (tr *Isolation) run(chain string, p IsolationPacket, path *[]string) string {
 	ch := tr.tbl.Chains[chain]
 	if ch == nil {
 		tr.t.Fatalf("tracer: no chain %q", chain)
@@ -100,7 +113,7 @@ func (tr *tracer) run(chain string, p pkt, path *[]string) string {
 }
 
 // rule evaluates one rule; decided is false when the packet goes on to the next rule.
-func (tr *tracer) rule(chain, text string, w []string, p pkt, path *[]string) (verdict string, decided bool) {
+func (tr *Isolation) rule(chain, text string, w []string, p IsolationPacket, path *[]string) (verdict string, decided bool) {
 	fail := func(why string) { tr.t.Fatalf("tracer: %s in chain %s rule %q", why, chain, text) }
 	for len(w) > 0 {
 		var ok bool
@@ -114,15 +127,15 @@ func (tr *tracer) rule(chain, text string, w []string, p pkt, path *[]string) (v
 			if w[1] != PodIfPattern {
 				fail("unknown interface pattern")
 			}
-			ok = p.fromPod
+			ok = p.FromPod
 			if w[0] == "oifname" {
-				ok = p.toPod
+				ok = p.ToPod
 			}
 			w = w[2:]
 		case hasPrefix(w, "meta", "l4proto") && len(w) > 2 && w[2] != ".":
-			ok, w = p.proto == w[2], w[3:]
+			ok, w = p.Proto == w[2], w[3:]
 		case hasPrefix(w, "th", "dport") && len(w) > 2 && w[2] != ".":
-			if p.proto != "tcp" && p.proto != "udp" && p.proto != "sctp" {
+			if p.Proto != "tcp" && p.Proto != "udp" && p.Proto != "sctp" {
 				fail("th dport without a port protocol before it")
 			}
 			lo, hi, isRange := strings.Cut(w[2], "-")
@@ -134,7 +147,7 @@ func (tr *tracer) rule(chain, text string, w []string, p pkt, path *[]string) (v
 			if err1 != nil || err2 != nil {
 				fail("bad port")
 			}
-			ok, w = p.port >= l && p.port <= h, w[3:]
+			ok, w = p.Port >= l && p.Port <= h, w[3:]
 		case w[0] == "ip" || w[0] == "meta" || w[0] == "th":
 			// A key (one field or a concatenation), then a lookup, a negated lookup or a vmap.
 			var key []string
@@ -191,7 +204,7 @@ func (tr *tracer) rule(chain, text string, w []string, p pkt, path *[]string) (v
 
 // verdict applies accept, drop, jump C (C's decision, else go on) or goto C (C's decision,
 // else return to whoever jumped to the current chain).
-func (tr *tracer) verdict(v string, p pkt, path *[]string, fail func(string)) (string, bool) {
+func (tr *Isolation) verdict(v string, p IsolationPacket, path *[]string, fail func(string)) (string, bool) {
 	w := strings.Fields(v)
 	switch {
 	case len(w) == 1 && (w[0] == "accept" || w[0] == "drop"):
@@ -209,23 +222,16 @@ func (tr *tracer) verdict(v string, p pkt, path *[]string, fail func(string)) (s
 	return "", false
 }
 
-func (tr *tracer) field(f string, p pkt, fail func(string)) string {
-	switch f {
-	case "ip saddr":
-		return p.src.String()
-	case "ip daddr":
-		return p.dst.String()
-	case "meta l4proto":
-		return p.proto
-	case "th dport":
-		return strconv.Itoa(p.port)
+func (tr *Isolation) field(f string, p IsolationPacket, fail func(string)) string {
+	if v, ok := fieldValue(f, p.Src, p.Dst, p.Proto, p.Port); ok {
+		return v
 	}
 	fail("unknown field " + f)
 	return ""
 }
 
 // inSet looks key up in a named set (interval sets: prefixes containing the address).
-func (tr *tracer) inSet(name string, key []string, fail func(string)) bool {
+func (tr *Isolation) inSet(name string, key []string, fail func(string)) bool {
 	s := tr.tbl.Sets[name]
 	if s == nil {
 		fail("no set " + name)
@@ -243,8 +249,4 @@ func (tr *tracer) inSet(name string, key []string, fail func(string)) bool {
 		}
 	}
 	return false
-}
-
-func hasPrefix(w []string, p ...string) bool {
-	return len(w) >= len(p) && slices.Equal(w[:len(p)], p)
 }
