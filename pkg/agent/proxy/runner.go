@@ -98,15 +98,17 @@ func (r *Runner) Done() <-chan struct{} {
 // synced (before that, an empty cache would read as "no services" and
 // wipe the table), or the teardown of a disabled proxy.
 func (r *Runner) Contribute(ctx context.Context, tx *knftables.Transaction, full bool, existing func() (dataplane.Objects, error)) (func(bool), error) {
+	// r.mu is not held while contributing: existing may ask Owned.
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.enabled {
+	enabled, tornDown, cur := r.enabled, r.tornDown, r.cur
+	r.mu.Unlock()
+	if enabled {
 		if !r.ready.Load() {
 			return nil, nil
 		}
-		return r.cur.Contribute(ctx, tx, full, existing)
+		return cur.Contribute(ctx, tx, full, existing)
 	}
-	if r.tornDown {
+	if tornDown {
 		return nil, nil
 	}
 	ex, err := existing()
@@ -117,7 +119,9 @@ func (r *Runner) Contribute(ctx context.Context, tx *knftables.Transaction, full
 	return func(ok bool) {
 		if ok {
 			r.mu.Lock()
-			r.cur, r.tornDown = nil, true
+			if !r.enabled { // not re-enabled meanwhile
+				r.cur, r.tornDown = nil, true
+			}
 			r.mu.Unlock()
 			r.Log.Info("Service proxy off: Services are left to an external proxy")
 		}
