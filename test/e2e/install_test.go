@@ -153,10 +153,10 @@ spec:
 		t.Errorf("c → b (allowed by the policy): exit %d %q", code, out)
 	}
 	// logs and exec through the real kubelets.
-	if out := e.kubectl(t, "-n", ns, "logs", "b"); !strings.Contains(out, "serving name=b") {
+	if out := e.kubectl(t, "-n", ns, "logs", "b"); !strings.Contains(out, `"Serving" name="b"`) {
 		t.Errorf("kubectl logs b: %q", out)
 	}
-	if out := e.kubectl(t, "-n", lab.ReleaseNamespace, "logs", "ds/sluice-agent"); !strings.Contains(out, "node initialised") {
+	if out := e.kubectl(t, "-n", lab.ReleaseNamespace, "logs", "ds/sluice-agent"); !strings.Contains(out, `"Node initialised"`) {
 		t.Errorf("kubectl logs ds/sluice-agent: %q, want the agent's start", out)
 	}
 

@@ -119,7 +119,7 @@ func TestRealNodes(t *testing.T) {
 		t.Errorf("sluice-lab exec %s/a → b: %q", ns, out)
 	}
 	// kubectl logs through the real kubelet.
-	if out := e.kubectl(t, "-n", ns, "logs", "b"); !strings.Contains(out, "serving name=b tcp=[8080]") {
+	if out := e.kubectl(t, "-n", ns, "logs", "b"); !strings.Contains(out, `"Serving" name="b" tcp=[8080]`) {
 		t.Errorf("kubectl logs b: %q, want the server's start line", out)
 	}
 
