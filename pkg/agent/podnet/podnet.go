@@ -86,7 +86,8 @@ var _ cniserver.Handler = &Network{}
 // sits on every pod's host-side veth.
 func (n *Network) Gateway() netip.Addr { return n.Subnet.Masked().Addr().Next() }
 
-// SetReady marks the node's dataplane initialised (STATUS reports it).
+// SetReady marks the node's pod network initialised: IPAM, subnet and MTU
+// are set (STATUS reports it; DEL needs it).
 func (n *Network) SetReady(r bool) { n.ready.Store(r) }
 
 func (n *Network) pod(c *cniserver.Call, ip netip.Addr) link.Pod {
@@ -148,6 +149,11 @@ func (n *Network) Add(ctx context.Context, c *cniserver.Call) (*current.Result, 
 // Del removes the pod's interface, its dataplane entry and its address.
 // Every step succeeds when there is nothing to undo.
 func (n *Network) Del(ctx context.Context, c *cniserver.Call) error {
+	if !n.ready.Load() {
+		// The CNI server lets DEL through before the node is initialised;
+		// nothing can be released yet, and the runtime retries DEL.
+		return types.NewError(types.ErrTryAgainLater, "the node's pod network is not initialised yet", "")
+	}
 	hostIf := link.HostIfName(c.ContainerID)
 	var errs []error
 	if err := n.Links.TeardownPod(c.ContainerID); err != nil {

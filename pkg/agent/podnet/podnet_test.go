@@ -117,7 +117,9 @@ var (
 
 func newNet() (*Network, *fakeIPAM, *fakeLinks, *fakeDP) {
 	i, l, d := &fakeIPAM{atts: map[string]Attachment{}}, &fakeLinks{ifs: map[string]link.Pod{}}, &fakeDP{pending: map[string]netip.Addr{}, pods: map[string]netip.Addr{}}
-	return &Network{IPAM: i, Links: l, Hooks: []PodHook{d}, Table: d, Subnet: netip.MustParsePrefix("10.128.0.0/23"), MTU: 1450, Log: logr.Discard()}, i, l, d
+	n := &Network{IPAM: i, Links: l, Hooks: []PodHook{d}, Table: d, Subnet: netip.MustParsePrefix("10.128.0.0/23"), MTU: 1450, Log: logr.Discard()}
+	n.SetReady(true)
+	return n, i, l, d
 }
 
 func call(cid string) *cniserver.Call {
@@ -216,11 +218,16 @@ func TestGCAndRestore(t *testing.T) {
 	if err != nil || len(pods) != 1 || pods[0].Iface != link.HostIfName("keep") {
 		t.Errorf("Pods() = %v %v", pods, err)
 	}
+	if err := n.Status(ctx); err != nil {
+		t.Error(err)
+	}
+	// Before the node is initialised: STATUS says so, DEL asks to retry.
+	n.SetReady(false)
 	if err := n.Status(ctx); err == nil {
 		t.Error("STATUS ready before SetReady")
 	}
-	n.SetReady(true)
-	if err := n.Status(ctx); err != nil {
-		t.Error(err)
+	var ce *types.Error
+	if err := n.Del(ctx, call("keep")); !errors.As(err, &ce) || ce.Code != types.ErrTryAgainLater {
+		t.Errorf("DEL before the node is initialised: %v, want TRY_AGAIN_LATER", err)
 	}
 }
