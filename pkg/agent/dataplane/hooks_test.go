@@ -95,12 +95,20 @@ func TestHookOrderContract(t *testing.T) {
 	if prio[dataplane.ChainAntiSpoof] >= conntrack {
 		t.Errorf("anti-spoofing at %d must run before conntrack (%d): the first packet of a flow is checked", prio[dataplane.ChainAntiSpoof], conntrack)
 	}
-	if p := prio[proxy.ChainFilterForward]; p >= dstnat {
-		t.Errorf("the proxy's pre-DNAT filter at %d must run before DNAT (%d)", p, dstnat)
+	// Priorities order chains within one hook only. In prerouting the
+	// source-range check must see the load balancer's address, before DNAT;
+	// in output the proxy's checks run before the node's own DNAT and its
+	// post chain after it. Forward and input come after prerouting, so
+	// isolation there always sees DNATed addresses, whatever its priority.
+	if p := prio[proxy.ChainFilterPrerouting]; p >= dstnat || p <= prio[dataplane.ChainAntiSpoof] {
+		t.Errorf("the proxy's prerouting filter at %d must run after anti-spoofing and before DNAT (%d)", p, dstnat)
+	}
+	if prio[proxy.ChainFilterOutput] >= dstnat || prio[proxy.ChainFilterOutputPost] <= dstnat {
+		t.Errorf("output: the proxy's checks at %d and %d must straddle DNAT (%d)", prio[proxy.ChainFilterOutput], prio[proxy.ChainFilterOutputPost], dstnat)
 	}
 	for _, c := range netpol.BaseChains {
-		if c.Hook == knftables.ForwardHook && prio[c.Name] <= dstnat {
-			t.Errorf("isolation chain %s at %d must see DNATed addresses (after %d)", c.Name, prio[c.Name], dstnat)
+		if c.Hook == knftables.PreroutingHook || c.Hook == knftables.OutputHook {
+			t.Errorf("isolation chain %s hooks %s: it would see service addresses before DNAT", c.Name, c.Hook)
 		}
 	}
 	if prio[netpol.ChainForwardIngress] <= prio[netpol.ChainForwardEgress] {
