@@ -73,6 +73,7 @@ type Agent struct {
 	proxy       *proxy.Runner
 	overlay     *overlay.Overlay
 	cluster     *loop.Loop // applies the ClusterNetwork to the base and the proxy
+	proxyOnly   bool       // RunServicesOnly: the proxy runs whatever the ClusterNetwork says
 }
 
 // Run blocks until ctx ends.
@@ -208,7 +209,7 @@ func (a *Agent) applyNetwork(ctx context.Context) error {
 	a.base.SetNetworks(overlay.ClusterCIDRs(cn), overlay.ServiceCIDRs(cn))
 	a.owner.Request()
 	mode := a.ServiceProxy
-	if mode == "" {
+	if mode == "" && !a.proxyOnly {
 		mode = cn.Spec.ServiceProxy
 	}
 	return a.proxy.SetEnabled(ctx, mode != v1alpha1.ServiceProxyExternal && a.Kube != nil)
@@ -255,6 +256,7 @@ func (a *Agent) RunServicesOnly(ctx context.Context) error {
 	hs, cn := f.Sluice().V1alpha1().HostSubnets(), f.Sluice().V1alpha1().ClusterNetworks()
 	a.build(hs.Lister(), cn.Lister())
 	a.owner.Register(a.proxy)
+	a.proxyOnly = true
 	f.Start(ctx.Done())
 	if !cache.WaitForCacheSync(ctx.Done(), hs.Informer().HasSynced, cn.Informer().HasSynced) {
 		return errors.New("informer caches did not sync")
@@ -266,7 +268,7 @@ func (a *Agent) RunServicesOnly(ctx context.Context) error {
 		return err
 	}
 	go a.owner.Run(ctx)
-	<-ctx.Done()
+	a.cluster.Run(ctx) // the cluster's networks may change
 	return nil
 }
 
