@@ -32,6 +32,7 @@ var (
 	changesF     = flag.Int("changes", 30, "EndpointSlice changes per proxy and size")
 	changeGapF   = flag.Duration("change-gap", 1100*time.Millisecond, "pause between changes (longer than kube-proxy's default --min-sync-period, so each change is measured alone)")
 	changeBudF   = flag.Duration("change-budget", 90*time.Second, "time limit for the changes of one proxy at one size")
+	probeEveryF  = flag.Duration("probe-interval", 5*time.Millisecond, "pace of the probes that wait for a change to be live (the resolution of the change latency; faster probes take CPU from the proxy)")
 	connSecsF    = flag.Duration("conn-time", 5*time.Second, "duration of each connection-rate run")
 	connTimeoutF = flag.Duration("conn-timeout", 200*time.Millisecond, "timeout of one connection in the rate runs (a failed one counts against the rate)")
 	workersF     = flag.Int("workers", 16, "parallel API clients creating the Services")
@@ -74,7 +75,8 @@ type bench struct {
 	podIP    map[string]netip.Addr // pod name → IP
 	vip      netip.AddrPort        // the sentinel's ClusterIP:80
 	slice    *discoveryv1.EndpointSlice
-	current  string // the pod the sentinel's slice points at
+	current  string // the pod the sentinel's slice points at, confirmed live
+	pending  string // the pod it was pointed at but the proxy has not served yet
 	services int    // filler Services created
 	running  *proxyProc
 }
