@@ -33,7 +33,7 @@ func main() {
 	opts := newOptions()
 	fs := flag.NewFlagSet("sluice-agent", flag.ExitOnError)
 	opts.addFlags(fs)
-	klog.InitFlags(fs) // -v, --vmodule, …
+	klog.InitFlags(fs)        // -v, --vmodule, …
 	_ = fs.Parse(os.Args[1:]) // ExitOnError
 	if fs.NArg() > 0 {
 		fmt.Fprintf(os.Stderr, "sluice-agent: unexpected arguments %q\n", fs.Args())

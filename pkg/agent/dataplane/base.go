@@ -54,19 +54,18 @@ type State struct {
 // agent gives it the cluster's networks (SetNetworks). A change of networks
 // re-renders the whole part; pods come and go as set elements.
 type Base struct {
-	mu        sync.Mutex
-	cidrs     State          // ClusterCIDRs and ServiceCIDRs
-	pods      map[string]Pod // by interface
-	gen       uint64         // bumped by every change
-	committed uint64         // gen of the last committed contribution
-	netGen    uint64         // gen of the last change of networks
+	mu      sync.Mutex
+	cidrs   State          // ClusterCIDRs and ServiceCIDRs
+	pods    map[string]Pod // by interface
+	changes Changes
+	netGen  uint64 // generation of the last change of networks
 
 	// Used by the owner's sync loop only.
 	inTable map[string]Pod // what the table holds, valid after a commit
 }
 
 // NewBase returns the base with no pods and no networks.
-func NewBase() *Base { return &Base{pods: map[string]Pod{}, netGen: 1, gen: 1} }
+func NewBase() *Base { return &Base{pods: map[string]Pod{}} }
 
 // Name is "pod network".
 func (b *Base) Name() string { return "pod network" }
@@ -79,8 +78,7 @@ func (b *Base) SetNetworks(cluster, service []netip.Prefix) {
 		return
 	}
 	b.cidrs.ClusterCIDRs, b.cidrs.ServiceCIDRs = slices.Clone(cluster), slices.Clone(service)
-	b.gen++
-	b.netGen = b.gen
+	b.netGen = b.changes.Bump()
 }
 
 // PodAdded admits p's address on its interface at the next sync.
@@ -88,7 +86,7 @@ func (b *Base) PodAdded(p Pod) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.pods[p.Iface] = p
-	b.gen++
+	b.changes.Bump()
 }
 
 // PodRemoved forgets the pod on iface at the next sync.
@@ -97,7 +95,7 @@ func (b *Base) PodRemoved(iface string) {
 	defer b.mu.Unlock()
 	if _, ok := b.pods[iface]; ok {
 		delete(b.pods, iface)
-		b.gen++
+		b.changes.Bump()
 	}
 }
 
@@ -105,12 +103,12 @@ func (b *Base) PodRemoved(iface string) {
 // else adds and deletes the pods' elements that changed.
 func (b *Base) Contribute(_ context.Context, tx *knftables.Transaction, full bool, _ func() (Objects, error)) (func(bool), error) {
 	b.mu.Lock()
-	gen := b.gen
-	if !full && gen == b.committed {
+	gen, pending := b.changes.Pending()
+	if !full && !pending {
 		b.mu.Unlock()
 		return nil, nil
 	}
-	full = full || b.netGen > b.committed
+	full = full || !b.changes.Programmed(b.netGen)
 	st := clone(b.cidrs)
 	pods := maps.Clone(b.pods)
 	b.mu.Unlock()
@@ -137,7 +135,7 @@ func (b *Base) Contribute(_ context.Context, tx *knftables.Transaction, full boo
 		}
 		b.inTable = pods
 		b.mu.Lock()
-		b.committed = max(b.committed, gen)
+		b.changes.Commit(gen)
 		b.mu.Unlock()
 	}, nil
 }

@@ -17,12 +17,6 @@ import (
 // Objects names chains, sets and maps of the table.
 type Objects struct{ Chains, Sets, Maps []string }
 
-func (o *Objects) add(x Objects) {
-	o.Chains = append(o.Chains, x.Chains...)
-	o.Sets = append(o.Sets, x.Sets...)
-	o.Maps = append(o.Maps, x.Maps...)
-}
-
 // Feature is one writer of the table: the pod network, the service proxy,
 // isolation. The Owner calls it from its sync loop only, one call at a time.
 type Feature interface {
@@ -62,7 +56,6 @@ const FullResyncPeriod = time.Hour
 // every feature has succeeded alone they share transactions again.
 type Owner struct {
 	nft      knftables.Interface
-	log      logr.Logger
 	loop     *loop.Loop
 	features []*member
 	now      func() time.Time
@@ -94,7 +87,7 @@ type Stats struct {
 
 // NewOwner returns the owner of nft's table. Register the features, then Run.
 func NewOwner(nft knftables.Interface, log logr.Logger) *Owner {
-	o := &Owner{nft: nft, log: log, now: time.Now}
+	o := &Owner{nft: nft, now: time.Now}
 	o.done = sync.NewCond(&o.mu)
 	o.loop = loop.New("table", o.sync, log)
 	return o

@@ -46,10 +46,9 @@ type Isolation struct {
 	// Request asks the table owner for a sync (informer changes).
 	Request func()
 
-	mu        sync.Mutex
-	local     map[string]dataplane.Pod // host interface → local pod
-	gen       uint64                   // bumped by every change
-	committed uint64                   // gen of the last committed contribution
+	mu      sync.Mutex
+	local   map[string]dataplane.Pod // host interface → local pod
+	changes dataplane.Changes
 
 	// Used by the owner's sync loop only.
 	prev State // what the table holds, valid after a commit
@@ -57,7 +56,7 @@ type Isolation struct {
 
 // NewIsolation returns isolation for node, with no local pods yet.
 func NewIsolation(l Listers, node string, log logr.Logger, request func()) *Isolation {
-	return &Isolation{Listers: l, NodeName: node, Log: log, Request: request, local: map[string]dataplane.Pod{}, gen: 1}
+	return &Isolation{Listers: l, NodeName: node, Log: log, Request: request, local: map[string]dataplane.Pod{}}
 }
 
 // Name is "isolation".
@@ -69,7 +68,7 @@ func (s *Isolation) BaseChains() []dataplane.BaseChain { return BaseChains }
 // Changed records that an input changed and asks for a sync.
 func (s *Isolation) Changed() {
 	s.mu.Lock()
-	s.gen++
+	s.changes.Bump()
 	s.mu.Unlock()
 	s.Request()
 }
@@ -78,7 +77,7 @@ func (s *Isolation) Changed() {
 func (s *Isolation) PodAdded(p dataplane.Pod) {
 	s.mu.Lock()
 	s.local[p.Iface] = p
-	s.gen++
+	s.changes.Bump()
 	s.mu.Unlock()
 }
 
@@ -87,7 +86,7 @@ func (s *Isolation) PodRemoved(iface string) {
 	s.mu.Lock()
 	if _, ok := s.local[iface]; ok {
 		delete(s.local, iface)
-		s.gen++
+		s.changes.Bump()
 	}
 	s.mu.Unlock()
 }
@@ -98,8 +97,8 @@ func (s *Isolation) PodRemoved(iface string) {
 // pods it could select and allows nothing (never widened), and reported.
 func (s *Isolation) Contribute(_ context.Context, tx *knftables.Transaction, full bool, existing func() (dataplane.Objects, error)) (func(bool), error) {
 	s.mu.Lock()
-	gen := s.gen
-	if !full && gen == s.committed {
+	gen, pending := s.changes.Pending()
+	if !full && !pending {
 		s.mu.Unlock()
 		return nil, nil
 	}
@@ -129,7 +128,7 @@ func (s *Isolation) Contribute(_ context.Context, tx *knftables.Transaction, ful
 		}
 		s.prev = st
 		s.mu.Lock()
-		s.committed = max(s.committed, gen)
+		s.changes.Commit(gen)
 		s.mu.Unlock()
 	}, nil
 }

@@ -91,6 +91,7 @@ type Proxier struct {
 	// (zero: none); lastSynced when a sync last succeeded. /healthz.
 	pendingSince time.Time
 	lastSynced   time.Time
+	created      time.Time
 }
 
 // HealthTimeout: a change still not programmed after this long makes the
@@ -128,7 +129,7 @@ type destination struct {
 // request asks the table owner for a sync.
 func NewProxier(services corelisters.ServiceLister, slicesIdx cache.Indexer, node NodeInfo, log logr.Logger, request func()) *Proxier {
 	return &Proxier{Services: services, Slices: slicesIdx, Log: log, node: node, Request: request,
-		dirty: map[types.NamespacedName]bool{}, needFull: true, pendingSince: time.Now()}
+		dirty: map[types.NamespacedName]bool{}, needFull: true, pendingSince: time.Now(), created: time.Now()}
 }
 
 // Name is "service proxy".
@@ -233,6 +234,9 @@ func (p *Proxier) Contribute(_ context.Context, tx *knftables.Transaction, full 
 		p.syncs.LastDuration = time.Since(start)
 		p.lastSynced = time.Now()
 		if full {
+			if p.syncs.Full == 0 {
+				p.Log.Info("Services programmed", "services", len(p.programmed), "took", time.Since(p.created).Round(time.Millisecond))
+			}
 			p.needFull = false
 			p.syncs.Full++
 		} else {

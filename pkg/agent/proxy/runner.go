@@ -87,13 +87,6 @@ func (r *Runner) SetEnabled(ctx context.Context, on bool) error {
 	return nil
 }
 
-// Done is closed when the running proxy has stopped (nil when not running).
-func (r *Runner) Done() <-chan struct{} {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.done
-}
-
 // Contribute is the running Proxier's contribution once its caches have
 // synced (before that, an empty cache would read as "no services" and
 // wipe the table), or the teardown of a disabled proxy.
