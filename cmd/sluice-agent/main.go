@@ -33,7 +33,11 @@ func main() {
 	opts := newOptions()
 	fs := flag.NewFlagSet("sluice-agent", flag.ExitOnError)
 	opts.addFlags(fs)
-	klog.InitFlags(fs)        // -v, --vmodule, …
+	klog.InitFlags(fs) // -v, --vmodule, …
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: sluice-agent [flags]\n\nRuns Sluice on this node: pod network (CNI), isolation and the service proxy.\n\n")
+		fs.PrintDefaults()
+	}
 	_ = fs.Parse(os.Args[1:]) // ExitOnError
 	if fs.NArg() > 0 {
 		fmt.Fprintf(os.Stderr, "sluice-agent: unexpected arguments %q\n", fs.Args())
