@@ -3,7 +3,7 @@ GO      ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
 BIN     := $(CURDIR)/bin
 LAB     := $(BIN)/sluice-lab
 
-.PHONY: all build images deps lab lab-down test unit chart manifests integration e2e kube-binaries need-root bench bench-podnet bench-netpol bench-proxy bench-install clean
+.PHONY: all build images deps lab lab-down test unit chart manifests integration e2e kube-binaries need-root bench bench-podnet bench-netpol bench-proxy bench-install bench-doc clean
 
 all: build
 
@@ -79,9 +79,16 @@ e2e: deps kube-binaries
 # (copied into docs/performance.md with the machine and command).
 bench: bench-podnet bench-netpol bench-proxy bench-proxyscale bench-install
 
-bench-podnet: deps build
+# The agent's real CNI path on a lab (sluice-cni → sluice-agent) against the reference plugins;
+# raw output in bench/results/podnet-*.txt. BENCH_ARGS passes flags (e.g. --sizes 0,2500x250).
+bench-podnet: deps build kube-binaries
 	$(GO) build -o $(BIN)/bench-podnet ./bench/podnet
-	$(BIN)/bench-podnet
+	$(BIN)/bench-podnet $(BENCH_ARGS)
+
+# Rewrites the generated section SECTION of docs/performance.md from a results file:
+#   make bench-doc SECTION=podnet RESULTS=bench/results/podnet-….txt
+bench-doc:
+	$(GO) run ./bench/docgen $(SECTION) $(RESULTS)
 
 bench-proxyscale: deps
 	$(GO) build -o $(BIN)/bench-proxyscale ./bench/proxyscale
@@ -94,7 +101,7 @@ bench-install: deps build images kube-binaries
 
 bench-netpol: deps build kube-binaries
 	$(GO) build -o $(BIN)/bench-netpol ./bench/netpol
-	$(BIN)/bench-netpol
+	$(BIN)/bench-netpol $(BENCH_ARGS)
 
 # The service proxy against kube-proxy (nftables, iptables modes), on a lab of its own.
 bench-proxy: deps build kube-binaries

@@ -6,8 +6,17 @@
 //     to the agents;
 //   - the isolation rules, set elements and agent memory as N × P grow
 //     (they must grow linearly);
-//   - TCP throughput (iperf3) and new connections per second through a node
-//     with the largest policy load against none, in the same run.
+//   - the per-packet cost of isolation for a pod selected by many policies:
+//     TCP throughput (iperf3) and new connections per second from a client on
+//     node1 to a server on node2 selected by 1, 100 and 1000 policies (only
+//     the last in the server's chain admits the client), against the same
+//     server selected by none (the anchor), in the same run at the largest
+//     load, --repeats times with the order reversed every other repeat.
+//
+// A change counts as enforced (or lifted) on a node at the first of two
+// consecutive probes from that node's client that agree with it. Raw samples
+// and the report go to bench/results/netpol-<UTC time>-<commit>.txt;
+// bench/docgen puts the report into docs/performance.md.
 //
 // The load pods are API objects bound to "ghost" nodes that no kubelet
 // runs, with addresses in 10.131.0.0/16: every agent knows them (they fill
@@ -18,39 +27,45 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"net/netip"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"runtime"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/sluice-net/sluice/bench/internal/host"
 	"github.com/sluice-net/sluice/bench/internal/iperf"
 	"github.com/sluice-net/sluice/bench/internal/labrun"
+	"github.com/sluice-net/sluice/bench/internal/results"
 	"github.com/sluice-net/sluice/bench/internal/stats"
 	"github.com/sluice-net/sluice/pkg/lab"
+	"github.com/sluice-net/sluice/pkg/lab/image"
 	"github.com/sluice-net/sluice/pkg/lab/proc"
 	"github.com/sluice-net/sluice/pkg/netns"
 )
 
 var (
 	sizesF     = flag.String("sizes", "2500x250,5000x500,10000x1000", "pods x policies, cumulative steps")
-	iterations = flag.Int("iterations", 20, "policy changes (create + delete) measured per size")
+	iterations = flag.Int("iterations", 20, "policy changes (create + delete) measured per size and repeat")
+	repeats    = flag.Int("repeats", 3, "repeats of the enforcement measurement and of the per-packet runs")
+	selectingF = flag.String("selecting", "1,100,1000", "numbers of policies selecting the server in the per-packet runs (0, the anchor, is always measured)")
 	seconds    = flag.Int("seconds", 5, "duration of each throughput and connection-rate run")
 	stateDir   = flag.String("state-dir", "/tmp/sluice-bench-netpol", "the benchmark lab's state directory")
 	namespaces = 100
@@ -69,6 +84,7 @@ const benchNS = "bench"
 func init() { runtime.LockOSThread() }
 
 type env struct {
+	res     *results.File
 	lab     labrun.Lab
 	cfg     *lab.Config
 	kube    *kubernetes.Clientset
@@ -94,20 +110,57 @@ func main() {
 		}
 		sizes = append(sizes, [2]int{n, p})
 	}
+	var selecting []int
+	for _, f := range strings.Split(*selectingF, ",") {
+		k, err := strconv.Atoi(f)
+		if err != nil || k < 1 {
+			fail(fmt.Sprintf("--selecting %q: want positive numbers", *selectingF))
+		}
+		selecting = append(selecting, k)
+	}
+	root, err := image.FindSource(".")
+	if err != nil {
+		fail(err.Error())
+	}
+	res, err := results.Open(root, "netpol")
+	if err != nil {
+		fail(err.Error())
+	}
+	defer res.Close()
 	self, _ := os.Executable()
 	labBin := filepath.Join(filepath.Dir(self), "sluice-lab")
 	if _, err := os.Stat(labBin); err != nil {
-		labBin = "bin/sluice-lab"
+		labBin = filepath.Join(root, "bin", "sluice-lab")
 	}
-	e := &env{lab: labrun.Lab{Bin: labBin, StateDir: *stateDir}}
-	defer e.sh("down")
-	if err := e.up(); err != nil {
+	e := &env{res: res, lab: labrun.Lab{Bin: labBin, StateDir: *stateDir}}
+	rawLog = res
+	down := func() {
+		logf("lab down")
+		if out, err := e.sh("down"); err != nil {
+			logf("lab down: %v: %s", err, out)
+		}
+	}
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		<-sig
+		logf("interrupted: cleaning up")
+		down()
+		os.Exit(1)
+	}()
+	err = e.up()
+	if err == nil {
+		err = e.run(sizes, selecting)
+	}
+	down()
+	if err != nil {
+		logf("FAILED: %v", err)
 		fail(err.Error())
 	}
-	if err := e.run(sizes); err != nil {
-		fail(err.Error())
-	}
+	fmt.Fprintf(os.Stderr, "raw output: %s\n", res.Path)
 }
+
+var rawLog *results.File
 
 func fail(msg string) {
 	fmt.Fprintln(os.Stderr, "bench-netpol:", msg)
@@ -115,6 +168,10 @@ func fail(msg string) {
 }
 
 func logf(format string, a ...any) {
+	if rawLog != nil {
+		rawLog.Logf(format, a...)
+		return
+	}
 	fmt.Fprintf(os.Stderr, "%s "+format+"\n", append([]any{time.Now().Format("15:04:05")}, a...)...)
 }
 
@@ -249,70 +306,9 @@ func (e *env) addPolicies(from, to int) error {
 	})
 }
 
-type tableCount struct{ chains, rules, elements int }
-
-// count reads node1's isolation objects (np-* and tenant-*) from the kernel.
-func (e *env) count() (tableCount, error) {
-	out, err := e.sh("exec", "node/node1", "--", "nft", "-j", "list", "table", "inet", "sluice")
-	if err != nil {
-		return tableCount{}, fmt.Errorf("%v: %s", err, out)
-	}
-	var doc struct {
-		Nftables []map[string]json.RawMessage `json:"nftables"`
-	}
-	if err := json.Unmarshal([]byte(out), &doc); err != nil {
-		return tableCount{}, err
-	}
-	ours := func(name string) bool { return strings.HasPrefix(name, "np-") || strings.HasPrefix(name, "tenant-") }
-	var c tableCount
-	for _, o := range doc.Nftables {
-		for kind, raw := range o {
-			var v struct {
-				Name  string            `json:"name"`
-				Chain string            `json:"chain"`
-				Elem  []json.RawMessage `json:"elem"`
-			}
-			json.Unmarshal(raw, &v)
-			switch kind {
-			case "chain":
-				if ours(v.Name) {
-					c.chains++
-				}
-			case "rule":
-				if ours(v.Chain) {
-					c.rules++
-				}
-			case "set", "map":
-				if ours(v.Name) {
-					c.elements += len(v.Elem)
-				}
-			}
-		}
-	}
-	return c, nil
-}
-
-// settle waits until node1's isolation table stops changing.
-func (e *env) settle() (tableCount, error) {
-	var last tableCount
-	stable := 0
-	for i := 0; i < 600; i++ {
-		c, err := e.count()
-		if err != nil {
-			return c, err
-		}
-		if c == last && c.elements > 0 {
-			stable++
-			if stable == 3 {
-				return c, nil
-			}
-		} else {
-			stable = 0
-		}
-		last = c
-		time.Sleep(time.Second)
-	}
-	return last, fmt.Errorf("node1's table did not settle")
+// settle waits until the node's isolation table stops changing.
+func (e *env) settle(node string) (labrun.TableCount, error) {
+	return e.lab.Settle(node, 3, time.Second, 10*time.Minute)
 }
 
 // agentMemory: RSS and peak RSS (MiB) of node1's agent.
@@ -336,10 +332,13 @@ func probeOnce(c podRef, server netip.Addr, timeout time.Duration) bool {
 	return n > 0
 }
 
-// waitState returns, per client, how long after start its probes first
-// showed want (allowed or denied). Each client runs 4 staggered probe
-// loops with a 100 ms timeout, so the resolution is about 25 ms; a probe
-// counts from the moment it started.
+// waitState returns, per client, how long after start its probes showed
+// want (allowed or denied) for the first of two consecutive probes: probes
+// are numbered in the order they start, and a state counts once probes k
+// and k+1 both showed it and every probe before them has finished (a single
+// lucky or unlucky probe confirms nothing). The time is probe k's start.
+// Each client runs 4 loops staggered by 25 ms, each starting a probe at most
+// every 100 ms (100 ms timeout), so probes start about every 25 ms.
 func (e *env) waitState(start time.Time, want bool, limit time.Duration) ([]time.Duration, error) {
 	out := make([]time.Duration, len(e.clients))
 	var wg sync.WaitGroup
@@ -348,6 +347,20 @@ func (e *env) waitState(start time.Time, want bool, limit time.Duration) ([]time
 	for i, c := range e.clients {
 		done := make(chan struct{})
 		var once sync.Once
+		var pmu sync.Mutex
+		var starts []time.Time
+		var got []int // per probe: 0 running, 1 want, 2 not want
+		confirm := func() (time.Time, bool) {
+			for k := 0; k+1 < len(got); k++ {
+				if got[k] == 0 || got[k+1] == 0 {
+					return time.Time{}, false // an earlier probe is still out
+				}
+				if got[k] == 1 && got[k+1] == 1 {
+					return starts[k], true
+				}
+			}
+			return time.Time{}, false
+		}
 		for k := range 4 {
 			wg.Add(1)
 			go func() {
@@ -369,8 +382,20 @@ func (e *env) waitState(start time.Time, want bool, limit time.Duration) ([]time
 						})
 						return
 					}
-					if probeOnce(c, e.server.ip, 100*time.Millisecond) == want {
-						once.Do(func() { out[i] = t.Sub(start); close(done) })
+					pmu.Lock()
+					n := len(got)
+					starts, got = append(starts, t), append(got, 0)
+					pmu.Unlock()
+					ok := probeOnce(c, e.server.ip, 100*time.Millisecond) == want
+					pmu.Lock()
+					got[n] = 2
+					if ok {
+						got[n] = 1
+					}
+					first, confirmed := confirm()
+					pmu.Unlock()
+					if confirmed {
+						once.Do(func() { out[i] = first.Sub(start); close(done) })
 						return
 					}
 					// Each loop starts a probe at most every 100 ms (with 4
@@ -384,7 +409,7 @@ func (e *env) waitState(start time.Time, want bool, limit time.Duration) ([]time
 	}
 	wg.Wait()
 	if len(errs) > 0 {
-		return out, fmt.Errorf("clients %v never saw allowed=%v within %s", errs, want, limit)
+		return out, fmt.Errorf("clients %v never saw allowed=%v twice in a row within %s", errs, want, limit)
 	}
 	return out, nil
 }
@@ -443,52 +468,79 @@ func (e *env) connRate() (perSec float64, mean time.Duration) {
 	return float64(n) / float64(*seconds), total / time.Duration(n)
 }
 
-// throughput runs iperf3 from c1 (node1) to the server (node2).
-func (e *env) throughput() (float64, error) {
-	return iperf.Gbps(exec.Command("nsenter", "--net="+e.server.netns, "iperf3", "-s", "-1", "-p", "5201"),
+// throughput runs iperf3 from c1 (node1) to the server (node2); its
+// report goes to the raw output as what.
+func (e *env) throughput(what string) (float64, error) {
+	g, raw, err := iperf.GbpsRaw(exec.Command("nsenter", "--net="+e.server.netns, "iperf3", "-s", "-1", "-p", "5201"),
 		exec.Command("nsenter", "--net="+e.clients[0].netns, "iperf3", "-c", e.server.ip.String(), "-p", "5201",
 			"-t", strconv.Itoa(*seconds), "-J"),
 		"iperf3")
+	e.res.Raw(what, raw)
+	return g, err
 }
 
-// serverPolicy makes the server isolated for ingress with one rule admitting
-// the clients, so that its traffic runs through the isolation chains.
-func (e *env) serverPolicy(on bool) error {
+// addSelecting creates, for each k, k policies that select pods labelled
+// many=k for ingress: k-1 admit peers no pod has (distinct peer sets, so
+// one rule and one set lookup each) and the last, by name, admits the
+// clients. In the server's chain the rule that admits the client comes
+// after k-1 others.
+func (e *env) addSelecting(ks []int) error {
 	ctx := context.Background()
-	if !on {
-		err := e.kube.NetworkingV1().NetworkPolicies(benchNS).Delete(ctx, "server", metav1.DeleteOptions{})
-		if apierrors.IsNotFound(err) {
-			return nil
+	for _, k := range ks {
+		err := parallel(0, k, func(i int) error {
+			name, from := fmt.Sprintf("many-%d-%04d", k, i), map[string]string{"peer": fmt.Sprintf("x-%d-%d", k, i)}
+			if i == k-1 {
+				name, from = fmt.Sprintf("many-%d-zz-admit", k), map[string]string{"role": "client"}
+			}
+			np := &networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: benchNS, Name: name},
+				Spec: networkingv1.NetworkPolicySpec{
+					PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"many": strconv.Itoa(k)}},
+					Ingress:     []networkingv1.NetworkPolicyIngressRule{{From: []networkingv1.NetworkPolicyPeer{{PodSelector: &metav1.LabelSelector{MatchLabels: from}}}}}}}
+			_, err := e.kube.NetworkingV1().NetworkPolicies(benchNS).Create(ctx, np, metav1.CreateOptions{})
+			if apierrors.IsAlreadyExists(err) {
+				return nil
+			}
+			return err
+		})
+		if err != nil {
+			return err
 		}
+	}
+	return nil
+}
+
+// selectServer labels the server many=k (0: no policy selects it) and
+// waits until node2's table has settled and the client is admitted (two
+// probes in a row).
+func (e *env) selectServer(k int) error {
+	ctx := context.Background()
+	patch := fmt.Sprintf(`{"metadata":{"labels":{"many":"%d"}}}`, k)
+	if _, err := e.kube.CoreV1().Pods(benchNS).Patch(ctx, "server", types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
 		return err
 	}
-	np := &networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: benchNS, Name: "server"},
-		Spec: networkingv1.NetworkPolicySpec{
-			PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"role": "server"}},
-			Ingress: []networkingv1.NetworkPolicyIngressRule{{From: []networkingv1.NetworkPolicyPeer{{
-				PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"role": "client"}}}}}}}}
-	_, err := e.kube.NetworkingV1().NetworkPolicies(benchNS).Create(ctx, np, metav1.CreateOptions{})
+	if _, err := e.settle("node2"); err != nil {
+		return err
+	}
+	_, err := e.waitState(time.Now(), true, 30*time.Second)
 	return err
 }
 
 type sizeResult struct {
 	pods, policies int
-	count          tableCount
+	count          labrun.TableCount
 	rss, peak      float64
-	create, remove []time.Duration
+	create, remove [][]time.Duration // per repeat
 	load           time.Duration
 }
 
-func (e *env) run(sizes [][2]int) error {
-	// Anchor: no policies at all.
-	logf("anchor: throughput and connection rate without policies")
-	tpNone, err := e.throughput()
-	if err != nil {
-		return err
-	}
-	rateNone, latNone := e.connRate()
+type packetResult struct {
+	k, run    int
+	gbps, cps float64
+	mean      time.Duration
+}
 
-	var results []sizeResult
+func (e *env) run(sizes [][2]int, selecting []int) error {
+	var results_ []sizeResult
 	pods, policies := 0, 0
 	for _, s := range sizes {
 		logf("loading %d pods and %d policies", s[0], s[1])
@@ -500,55 +552,109 @@ func (e *env) run(sizes [][2]int) error {
 			return err
 		}
 		pods, policies = s[0], s[1]
-		c, err := e.settle()
+		c, err := e.settle("node1")
 		if err != nil {
 			return err
 		}
 		r := sizeResult{pods: pods, policies: policies, count: c, load: time.Since(t0)}
-		logf("measuring enforcement latency (%d changes)", *iterations)
-		if r.create, r.remove, err = e.enforcement(); err != nil {
-			return err
+		e.res.Sample("load pods=%d policies=%d seconds=%.1f chains=%d rules=%d elements=%d", pods, policies, r.load.Seconds(), c.Chains, c.Rules, c.Elements)
+		for rep := range *repeats {
+			logf("measuring enforcement latency (%d changes), repeat %d", *iterations, rep+1)
+			cr, rm, err := e.enforcement()
+			if err != nil {
+				return err
+			}
+			e.res.Sample("enforce pods=%d policies=%d repeat=%d op=create ms=%s", pods, policies, rep+1, msList(cr))
+			e.res.Sample("enforce pods=%d policies=%d repeat=%d op=delete ms=%s", pods, policies, rep+1, msList(rm))
+			r.create, r.remove = append(r.create, cr), append(r.remove, rm)
 		}
 		r.rss, r.peak = e.agentMemory()
-		results = append(results, r)
+		e.res.Sample("memory pods=%d policies=%d rss_mib=%.1f peak_mib=%.1f", pods, policies, r.rss, r.peak)
+		results_ = append(results_, r)
 	}
 
-	logf("throughput and connection rate with %d policies", policies)
-	if err := e.serverPolicy(true); err != nil {
+	logf("per-packet cost: server selected by 0 (anchor) and %v policies", selecting)
+	if err := e.addSelecting(selecting); err != nil {
 		return err
 	}
-	if _, err := e.waitState(time.Now(), true, 30*time.Second); err != nil {
-		return err
+	ks := append([]int{0}, selecting...)
+	var packets []packetResult
+	for rep := range *repeats {
+		for _, k := range results.Rotate(rep, ks) {
+			if err := e.selectServer(k); err != nil {
+				return fmt.Errorf("server selected by %d: %w", k, err)
+			}
+			time.Sleep(time.Second)
+			g, err := e.throughput(fmt.Sprintf("iperf3 selecting=%d run=%d", k, rep+1))
+			if err != nil {
+				return err
+			}
+			cps, mean := e.connRate()
+			e.res.Sample("packet selecting=%d run=%d gbps=%.3f conn_per_s=%.1f mean_us=%d", k, rep+1, g, cps, mean.Microseconds())
+			logf("  selected by %d, run %d: %.2f Gbit/s, %.0f conn/s", k, rep+1, g, cps)
+			packets = append(packets, packetResult{k, rep, g, cps, mean})
+		}
 	}
-	time.Sleep(2 * time.Second)
-	tpLoad, err := e.throughput()
-	if err != nil {
-		return err
-	}
-	rateLoad, latLoad := e.connRate()
-
-	hostname, _ := os.Hostname()
-	fmt.Printf("## Isolation (bench/netpol)\n\n`make bench-netpol` (`bench-netpol --sizes %s --iterations %d --seconds %d`) on %s: %d vCPU, kernel %s, %s, %s.\n\n",
-		*sizesF, *iterations, *seconds, hostname, runtime.NumCPU(), host.Kernel(), runtime.Version(), time.Now().UTC().Format("2006-01-02"))
-	fmt.Printf("A 3-node lab; load pods are API objects on kubelet-less nodes (every agent knows them); load policies (in one namespace) each isolate one of %d apps whose pods run on every node, and admit one tier of the load pods of one team's namespaces on a named port. Enforcement: an egress deny for a client pod on every node is created, then deleted; the time is until the client on the *last* node sees it (real TCP probes every ~25 ms).\n\n", loadApps)
-	fmt.Printf("| pods | policies | create → enforced everywhere p50 / p99 | delete → lifted everywhere p50 / p99 | isolation chains | rules | set/map elements | agent RSS / peak (MiB) |\n|---|---|---|---|---|---|---|---|\n")
-	for _, r := range results {
-		fmt.Printf("| %d | %d | %s / %s | %s / %s | %d | %d | %d | %.0f / %.0f |\n", r.pods, r.policies,
-			ms(stats.FloorQuantile(r.create, .5)), ms(stats.FloorQuantile(r.create, .99)), ms(stats.FloorQuantile(r.remove, .5)), ms(stats.FloorQuantile(r.remove, .99)),
-			r.count.chains, r.count.rules, r.count.elements, r.rss, r.peak)
-	}
-	if len(results) > 1 {
-		a, b := results[0], results[len(results)-1]
-		fmt.Printf("\nGrowth from the first to the last size: pods × %.1f, policies × %.1f → rules × %.2f, elements × %.2f, agent RSS × %.2f (linear growth would be ≈ %.1f for elements).\n",
-			float64(b.pods)/float64(a.pods), float64(b.policies)/float64(a.policies),
-			float64(b.count.rules)/float64(a.count.rules), float64(b.count.elements)/float64(a.count.elements), b.rss/a.rss,
-			float64(b.pods)/float64(a.pods))
-	}
-	fmt.Printf("\n| through node2, client on node1 | no policies | %d policies + one selecting the server | ratio (target ≥ 0.95) |\n|---|---|---|---|\n", policies)
-	fmt.Printf("| TCP throughput (iperf3, Gbit/s) | %.2f | %.2f | %.2f |\n", tpNone, tpLoad, tpLoad/tpNone)
-	fmt.Printf("| new connections / s (sequential) | %.0f | %.0f | %.2f |\n", rateNone, rateLoad, rateLoad/rateNone)
-	fmt.Printf("| mean connect + reply | %s | %s | |\n", latNone.Round(10*time.Microsecond), latLoad.Round(10*time.Microsecond))
+	e.res.Report(e.report(results_, ks, packets))
 	return nil
 }
 
-func ms(d time.Duration) string { return fmt.Sprintf("%d ms", d.Milliseconds()) }
+func (e *env) report(rs []sizeResult, ks []int, packets []packetResult) string {
+	var b strings.Builder
+	hostname, _ := os.Hostname()
+	fmt.Fprintf(&b, "Machine: %s, %d CPUs (%s), kernel %s, %s. A 3-node lab; load pods are API objects on kubelet-less nodes (every agent knows them); load policies (in one namespace) each isolate one of %d apps whose pods run on every node, and admit one tier of the load pods of one team's namespaces on a named port.\n\n",
+		hostname, runtime.NumCPU(), results.CPUModel(), host.Kernel(), runtime.Version(), loadApps)
+	fmt.Fprintf(&b, "#### Policy change → enforced on every node (ms; median (min–max) over %d repeats of %d changes each)\n\n", *repeats, *iterations)
+	b.WriteString("An egress deny for a client pod on every node is created, then deleted; the time is until the client on the *last* node sees it, confirmed by two consecutive probes (real TCP connections, one about every 25 ms per client, counted from the first of the two). p99 is the sample at ⌊(n−1)·0.99⌋ of each repeat's changes.\n\n")
+	b.WriteString("| pods | policies | create → enforced p50 | p99 | delete → lifted p50 | p99 | isolation chains | rules | set/map elements | agent RSS / peak (MiB) |\n|---|---|---|---|---|---|---|---|---|---|\n")
+	q := func(ds [][]time.Duration, p float64) string {
+		var v []float64
+		for _, d := range ds {
+			v = append(v, stats.Millis(stats.FloorQuantile(d, p)))
+		}
+		return results.Spread("%.0f", v)
+	}
+	for _, r := range rs {
+		fmt.Fprintf(&b, "| %d | %d | %s | %s | %s | %s | %d | %d | %d | %.0f / %.0f |\n", r.pods, r.policies,
+			q(r.create, .5), q(r.create, .99), q(r.remove, .5), q(r.remove, .99), r.count.Chains, r.count.Rules, r.count.Elements, r.rss, r.peak)
+	}
+	if len(rs) > 1 {
+		a, z := rs[0], rs[len(rs)-1]
+		fmt.Fprintf(&b, "\nGrowth from the first to the last size: pods × %.1f, policies × %.1f → rules × %.2f, elements × %.2f, agent RSS × %.2f.\n",
+			float64(z.pods)/float64(a.pods), float64(z.policies)/float64(a.policies),
+			float64(z.count.Rules)/float64(a.count.Rules), float64(z.count.Elements)/float64(a.count.Elements), z.rss/a.rss)
+	}
+	last := rs[len(rs)-1]
+	fmt.Fprintf(&b, "\n#### Per-packet cost of many policies selecting one pod (client on node1 → server on node2, at %d pods × %d policies; median (min–max) over %d runs)\n\n", last.pods, last.policies, *repeats)
+	b.WriteString("The server is selected by k policies for ingress: k−1 admit peers no pod has, the last (by name, so last in the server's chain) admits the client. k = 0 is the anchor: no policy selects the server. Each run measures every k, in reverse order every other run; ratios are of each run's figure to the same run's anchor.\n\n")
+	fmt.Fprintf(&b, "| policies selecting the server | TCP throughput (iperf3, %d s, Gbit/s) | / anchor | new connections / s (sequential, %d s) | / anchor | mean connect + reply (µs) |\n|---|---|---|---|---|---|\n", *seconds, *seconds)
+	for _, k := range ks {
+		var g, c, m, gr, cr []float64
+		for _, p := range packets {
+			if p.k != k {
+				continue
+			}
+			g, c, m = append(g, p.gbps), append(c, p.cps), append(m, float64(p.mean.Microseconds()))
+			for _, a := range packets {
+				if a.k == 0 && a.run == p.run {
+					gr, cr = append(gr, results.Ratio(p.gbps, a.gbps)), append(cr, results.Ratio(p.cps, a.cps))
+				}
+			}
+		}
+		name := strconv.Itoa(k)
+		if k == 0 {
+			name = "0 (anchor)"
+		}
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s |\n", name, results.Spread("%.2f", g), results.Spread("%.2f", gr), results.Spread("%.0f", c), results.Spread("%.2f", cr), results.Spread("%.0f", m))
+	}
+	b.WriteString("\nTarget: throughput and connection rate with policies ≥ 0.95 of the anchor's.\n")
+	return b.String()
+}
+
+func msList(d []time.Duration) string {
+	s := make([]string, len(d))
+	for i, x := range d {
+		s[i] = strconv.FormatFloat(stats.Millis(x), 'f', 1, 64)
+	}
+	return strings.Join(s, ",")
+}

@@ -14,21 +14,28 @@ import (
 // client's namespace) and returns the received rate in Gbit/s. what names
 // the client run in its error.
 func Gbps(server, client *exec.Cmd, what string) (float64, error) {
+	g, _, err := GbpsRaw(server, client, what)
+	return g, err
+}
+
+// GbpsRaw is Gbps that also returns the client's JSON report, for a
+// benchmark's raw output.
+func GbpsRaw(server, client *exec.Cmd, what string) (float64, []byte, error) {
 	if err := server.Start(); err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	defer server.Process.Kill()
 	time.Sleep(300 * time.Millisecond)
 	out, err := client.Output()
 	if err != nil {
-		return 0, fmt.Errorf("%s: %w: %s", what, err, out)
+		return 0, out, fmt.Errorf("%s: %w: %s", what, err, out)
 	}
 	g, err := ParseGbps(out)
 	if err != nil {
-		return 0, err
+		return 0, out, err
 	}
 	server.Wait() // -1: the server exits after its one client
-	return g, nil
+	return g, out, nil
 }
 
 // ParseGbps reads end.sum_received.bits_per_second of an iperf3 -J report,
