@@ -75,8 +75,9 @@ integration: deps build
 e2e: deps kube-binaries
 	$(GO) test -tags e2e -count=1 -v -timeout 60m ./test/e2e/...
 
-# Benchmarks: side by side with their anchors, Markdown on stdout
-# (copied into docs/performance.md with the machine and command).
+# Benchmarks: side by side with their anchors, Markdown on stdout. bench-podnet and bench-netpol
+# also write bench/results/<bench>-<UTC time>-<commit>.txt (raw samples and the report), from
+# which `make bench-doc` generates their sections of docs/performance.md.
 bench: bench-podnet bench-netpol bench-proxy bench-proxyscale bench-install
 
 # The agent's real CNI path on a lab (sluice-cni → sluice-agent) against the reference plugins;
