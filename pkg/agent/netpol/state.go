@@ -308,40 +308,85 @@ func (b *builder) isolatedChain(ps []*compiled, ingress bool) string {
 // policyChain returns the chain holding c's rules for one direction, or "" when they can
 // allow nothing (no rules: the policy only isolates).
 func (b *builder) policyChain(c *compiled, ingress bool) string {
-	prefix, dir := prefixPolicyEgress, "egress"
-	if ingress {
-		prefix, dir = prefixPolicyIngress, "ingress"
-	}
-	name := objectName(prefix, dir+"|"+c.key, c.key)
+	name := policyChainName(c.key, ingress)
 	if ch, ok := b.chains[name]; ok {
 		if len(ch.Rules) == 0 {
 			return ""
 		}
 		return name
 	}
-	ch := &Chain{Name: name, Comment: c.key + " " + dir}
-	if ingress {
-		for i, r := range c.np.Spec.Ingress {
-			ch.Rules = append(ch.Rules, b.rules(c, r.From, r.Ports, true, fmt.Sprintf("%s ingress[%d]", c.key, i))...)
-		}
-	} else {
-		for i, r := range c.np.Spec.Egress {
-			ch.Rules = append(ch.Rules, b.rules(c, r.To, r.Ports, false, fmt.Sprintf("%s egress[%d]", c.key, i))...)
+	d := compileDirection(c.np, c.key, ingress)
+	for i := range d.sets {
+		if _, ok := b.sets[d.sets[i].name]; !ok {
+			b.sets[d.sets[i].name] = b.newSet(&d.sets[i])
 		}
 	}
 	// Remembered even when empty, so the next pod isolated by c does not rebuild it; state
 	// leaves empty regular chains out.
-	b.chains[name] = ch
-	if len(ch.Rules) == 0 {
+	b.chains[name] = &Chain{Name: name, Comment: d.comment, Rules: d.rules}
+	if len(d.rules) == 0 {
 		return ""
 	}
 	return name
 }
 
-// rules compiles one NetworkPolicy rule: one accept per (peer, port) pair. No peers means
-// every peer and no ports every port; a peer that can never match (an IPv6 ipBlock: the pod
-// network is IPv4) contributes nothing, so a rule whose peers are all such allows nothing.
-func (b *builder) rules(c *compiled, peers []networkingv1.NetworkPolicyPeer, ports []networkingv1.NetworkPolicyPort, ingress bool, comment string) []Rule {
+// newSet is a per-object set with its elements: every pod of the input that belongs in it.
+func (b *builder) newSet(sp *setSpec) *Set {
+	s := sp.set()
+	if sp.kind == setCIDR {
+		s.Elements = sp.cidrElements()
+		return s
+	}
+	for _, p := range b.pods {
+		if sp.kind == setPeers {
+			nsLabels, known := b.nsLabels[p.Namespace]
+			if sp.peerMatches(p, nsLabels, known) {
+				s.Elements = append(s.Elements, Element{Key: []string{p.IP.String()}})
+			}
+		} else {
+			s.Elements = append(s.Elements, sp.portElements(p)...)
+		}
+	}
+	return s
+}
+
+// direction is one policy's compiled rules for one direction, with the per-object sets
+// they refer to. It depends on the policy alone; the sets' elements depend on the pods.
+type direction struct {
+	comment string
+	rules   []Rule
+	sets    []setSpec // every set the rules name (and named ports of rules that allow nothing)
+}
+
+// policyChainName is the name of the chain of key's rules for one direction.
+func policyChainName(key string, ingress bool) string {
+	if ingress {
+		return objectName(prefixPolicyIngress, "ingress|"+key, key)
+	}
+	return objectName(prefixPolicyEgress, "egress|"+key, key)
+}
+
+// compileDirection compiles np's rules for one direction.
+func compileDirection(np *networkingv1.NetworkPolicy, key string, ingress bool) direction {
+	d := direction{comment: key + " egress"}
+	if ingress {
+		d.comment = key + " ingress"
+		for i, r := range np.Spec.Ingress {
+			d.rules = append(d.rules, d.compileRule(np, r.From, r.Ports, true, fmt.Sprintf("%s ingress[%d]", key, i))...)
+		}
+	} else {
+		for i, r := range np.Spec.Egress {
+			d.rules = append(d.rules, d.compileRule(np, r.To, r.Ports, false, fmt.Sprintf("%s egress[%d]", key, i))...)
+		}
+	}
+	return d
+}
+
+// compileRule compiles one NetworkPolicy rule: one accept per (peer, port) pair. No peers
+// means every peer and no ports every port; a peer that can never match (an IPv6 ipBlock:
+// the pod network is IPv4) contributes nothing, so a rule whose peers are all such allows
+// nothing.
+func (d *direction) compileRule(np *networkingv1.NetworkPolicy, peers []networkingv1.NetworkPolicyPeer, ports []networkingv1.NetworkPolicyPort, ingress bool, comment string) []Rule {
 	addr := "ip daddr"
 	if ingress {
 		addr = "ip saddr"
@@ -350,7 +395,7 @@ func (b *builder) rules(c *compiled, peers []networkingv1.NetworkPolicyPeer, por
 	if len(peers) > 0 {
 		peerExprs = nil
 		for i := range peers {
-			if e, ok := b.peerExpr(c, &peers[i], addr); ok {
+			if e, ok := d.peerExpr(np, &peers[i], addr); ok {
 				peerExprs = append(peerExprs, e)
 			}
 		}
@@ -359,7 +404,7 @@ func (b *builder) rules(c *compiled, peers []networkingv1.NetworkPolicyPeer, por
 	if len(ports) > 0 {
 		portExprs = nil
 		for _, p := range ports {
-			portExprs = append(portExprs, b.portExpr(p))
+			portExprs = append(portExprs, d.portExpr(p))
 		}
 	}
 	var out []Rule
@@ -371,9 +416,80 @@ func (b *builder) rules(c *compiled, peers []networkingv1.NetworkPolicyPeer, por
 	return out
 }
 
+func (d *direction) use(sp setSpec) {
+	if !slices.ContainsFunc(d.sets, func(s setSpec) bool { return s.name == sp.name }) {
+		d.sets = append(d.sets, sp)
+	}
+}
+
+// setKind says where a per-object set's elements come from.
+type setKind int
+
+const (
+	setPeers setKind = iota // pods matching a (namespace, pod) selector pair
+	setCIDR                 // an ipBlock, fixed
+	setPort                 // pods with a named containerPort
+)
+
+// setSpec is a per-object set a rule refers to: its definition and how to fill it.
+type setSpec struct {
+	name    string
+	kind    setKind
+	typ     string
+	comment string
+	// setPeers: pods of namespace (nsSel nil) or of namespaces nsSel matches, that podSel matches.
+	namespace string
+	nsSel     labels.Selector
+	podSel    labels.Selector
+	// setCIDR
+	prefixes []netip.Prefix
+	// setPort
+	port  string
+	proto corev1.Protocol
+	l4    string
+}
+
+// set is the set's definition without elements.
+func (sp *setSpec) set() *Set {
+	return &Set{Name: sp.name, Type: sp.typ, Interval: sp.kind == setCIDR, Comment: sp.comment}
+}
+
+func (sp *setSpec) cidrElements() []Element {
+	var out []Element
+	for _, p := range sp.prefixes {
+		out = append(out, Element{Key: []string{p.String()}})
+	}
+	return out
+}
+
+// peerMatches: p belongs in the peer set; nsLabels are its namespace's labels (known: the
+// namespace is in the input).
+func (sp *setSpec) peerMatches(p *policy.Pod, nsLabels labels.Set, known bool) bool {
+	nsOK := p.Namespace == sp.namespace
+	if sp.nsSel != nil {
+		nsOK = known && sp.nsSel.Matches(nsLabels)
+	}
+	return nsOK && sp.podSel.Matches(labels.Set(p.Labels))
+}
+
+// portElements are p's elements in the named-port set.
+func (sp *setSpec) portElements(p *policy.Pod) []Element {
+	var out []Element
+	for _, cp := range p.Ports {
+		cpProto := cp.Protocol
+		if cpProto == "" {
+			cpProto = corev1.ProtocolTCP
+		}
+		if cp.Name == sp.port && cpProto == sp.proto {
+			out = append(out, Element{Key: []string{p.IP.String(), sp.l4, strconv.Itoa(int(cp.Port))}})
+		}
+	}
+	return out
+}
+
 // peerExpr matches the peer's address (addr is "ip saddr" or "ip daddr") against a named
 // set shared by every rule with the same peer.
-func (b *builder) peerExpr(c *compiled, peer *networkingv1.NetworkPolicyPeer, addr string) (string, bool) {
+func (d *direction) peerExpr(np *networkingv1.NetworkPolicy, peer *networkingv1.NetworkPolicyPeer, addr string) (string, bool) {
 	if blk := peer.IPBlock; blk != nil {
 		cidr := netip.MustParsePrefix(blk.CIDR).Masked()
 		if !cidr.Addr().Is4() {
@@ -389,17 +505,11 @@ func (b *builder) peerExpr(c *compiled, peer *networkingv1.NetworkPolicyPeer, ad
 			id += " except " + e.String()
 		}
 		name := objectName(prefixCIDR, id, cidr.String())
-		if _, ok := b.sets[name]; !ok {
-			s := &Set{Name: name, Type: "ipv4_addr", Interval: true, Comment: truncate(id, maxCommentLen)}
-			for _, p := range subtract(cidr, except) {
-				s.Elements = append(s.Elements, Element{Key: []string{p.String()}})
-			}
-			b.sets[name] = s
-		}
+		d.use(setSpec{name: name, kind: setCIDR, typ: "ipv4_addr", comment: truncate(id, maxCommentLen), prefixes: subtract(cidr, except)})
 		return addr + " @" + name, true
 	}
 	// Selectors: namespaceSelector alone, podSelector alone (the policy's namespace), or both.
-	nsID := "namespace=" + c.np.Namespace
+	nsID := "namespace=" + np.Namespace
 	var nsSel labels.Selector
 	if peer.NamespaceSelector != nil {
 		nsSel = policy.MustSelector(peer.NamespaceSelector)
@@ -411,27 +521,14 @@ func (b *builder) peerExpr(c *compiled, peer *networkingv1.NetworkPolicyPeer, ad
 	}
 	id := nsID + " pods(" + podSel.String() + ")"
 	name := objectName(prefixPeers, id, id)
-	if _, ok := b.sets[name]; !ok {
-		s := &Set{Name: name, Type: "ipv4_addr", Comment: truncate(id, maxCommentLen)}
-		for _, p := range b.pods {
-			nsOK := p.Namespace == c.np.Namespace
-			if nsSel != nil {
-				nsLabels, known := b.nsLabels[p.Namespace]
-				nsOK = known && nsSel.Matches(nsLabels)
-			}
-			if nsOK && podSel.Matches(labels.Set(p.Labels)) {
-				s.Elements = append(s.Elements, Element{Key: []string{p.IP.String()}})
-			}
-		}
-		b.sets[name] = s
-	}
+	d.use(setSpec{name: name, kind: setPeers, typ: "ipv4_addr", comment: truncate(id, maxCommentLen), namespace: np.Namespace, nsSel: nsSel, podSel: podSel})
 	return addr + " @" + name, true
 }
 
 // portExpr matches one NetworkPolicyPort on the packet's destination. A named port resolves
 // per destination pod through a set of (pod address . protocol . port) shared by every rule
 // naming the same port and protocol.
-func (b *builder) portExpr(p networkingv1.NetworkPolicyPort) string {
+func (d *direction) portExpr(p networkingv1.NetworkPolicyPort) string {
 	proto := corev1.ProtocolTCP
 	if p.Protocol != nil {
 		proto = *p.Protocol
@@ -448,21 +545,8 @@ func (b *builder) portExpr(p networkingv1.NetworkPolicyPort) string {
 		return "meta l4proto " + l4 + " th dport " + ports
 	}
 	name := objectName(prefixPort, p.Port.StrVal+"/"+l4, p.Port.StrVal+"/"+l4)
-	if _, ok := b.sets[name]; !ok {
-		s := &Set{Name: name, Type: "ipv4_addr . inet_proto . inet_service", Comment: "pods with port " + p.Port.StrVal + "/" + l4}
-		for _, pod := range b.pods {
-			for _, cp := range pod.Ports {
-				cpProto := cp.Protocol
-				if cpProto == "" {
-					cpProto = corev1.ProtocolTCP
-				}
-				if cp.Name == p.Port.StrVal && cpProto == proto {
-					s.Elements = append(s.Elements, Element{Key: []string{pod.IP.String(), l4, strconv.Itoa(int(cp.Port))}})
-				}
-			}
-		}
-		b.sets[name] = s
-	}
+	d.use(setSpec{name: name, kind: setPort, typ: "ipv4_addr . inet_proto . inet_service", comment: "pods with port " + p.Port.StrVal + "/" + l4,
+		port: p.Port.StrVal, proto: proto, l4: l4})
 	return "ip daddr . meta l4proto . th dport @" + name
 }
 
