@@ -3,7 +3,7 @@ GO      ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
 BIN     := $(CURDIR)/bin
 LAB     := $(BIN)/sluice-lab
 
-.PHONY: all build images deps lab lab-down test unit chart manifests integration e2e kube-binaries need-root bench bench-podnet bench-netpol bench-proxy bench-install bench-doc clean
+.PHONY: all build images deps lab lab-down test unit chart manifests integration e2e kube-binaries need-root bench bench-podnet bench-netpol bench-proxy bench-install bench-scale bench-doc clean
 
 all: build
 
@@ -78,7 +78,7 @@ e2e: deps kube-binaries
 # Benchmarks: side by side with their anchors, Markdown on stdout. bench-podnet and bench-netpol
 # also write bench/results/<bench>-<UTC time>-<commit>.txt (raw samples and the report), from
 # which `make bench-doc` generates their sections of docs/performance.md.
-bench: bench-podnet bench-netpol bench-proxy bench-proxyscale bench-install
+bench: bench-podnet bench-netpol bench-proxy bench-proxyscale bench-install bench-scale
 
 # The agent's real CNI path on a lab (sluice-cni → sluice-agent) against the reference plugins;
 # raw output in bench/results/podnet-*.txt. BENCH_ARGS passes flags (e.g. --sizes 0,2500x250).
@@ -103,6 +103,12 @@ bench-install: deps build images kube-binaries
 bench-netpol: deps build kube-binaries
 	$(GO) build -o $(BIN)/bench-netpol ./bench/netpol
 	$(BIN)/bench-netpol $(BENCH_ARGS)
+
+# Past this machine by simulation: thousands of kubelet-less Nodes against the lab's real
+# API server, the HostSubnet controller and one agent's overlay in a namespace of its own.
+bench-scale: deps build kube-binaries
+	$(GO) build -o $(BIN)/bench-scale ./bench/scale
+	$(BIN)/bench-scale $(BENCH_ARGS)
 
 # The service proxy against kube-proxy (nftables, iptables modes), on a lab of its own.
 bench-proxy: deps build kube-binaries
