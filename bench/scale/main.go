@@ -61,6 +61,7 @@ var (
 	stateDirF   = flag.String("state-dir", "/tmp/sluice-bench-scale", "the benchmark lab's state directory")
 	keepLabF    = flag.Bool("keep-lab", false, "leave the lab running at the end")
 	resultsDirF = flag.String("results-dir", "", "where the raw output is written (default bench/results of the source tree)")
+	skipF       = flag.String("skip", "", "measurements to leave out, comma-separated: cold (the cold-controller repeats), agent, fanout")
 )
 
 // The main goroutine keeps the main thread: netns.Do discards the threads it
@@ -202,8 +203,8 @@ func run(root, rev string, sizes []int) int {
 	fmt.Fprintf(tab, "## Scale by simulation (bench/scale)\n\n")
 	fmt.Fprintf(tab, "Machine: nproc %d, kernel %s, %s, %s. Run at %s, commit %s.\n",
 		runtime.NumCPU(), host.Kernel(), runtime.Version(), memTotal(), time.Now().UTC().Format(time.RFC3339), rev)
-	fmt.Fprintf(tab, "Command: `make bench-scale` (`bench-scale --sizes %s --repeats %d --joins %d --watchers %d --shipped-nodes %d`).\n\n",
-		*sizesF, *repeatsF, *joinsF, *watchersF, *shippedF)
+	fmt.Fprintf(tab, "Command: `make bench-scale` (`bench-scale --sizes %s --repeats %d --joins %d --watchers %d --shipped-nodes %d --exhaust=%v --skip=%q`).\n\n",
+		*sizesF, *repeatsF, *joinsF, *watchersF, *shippedF, *exhaustF, *skipF)
 	if err := b.measure(ctx, sizes); err != nil {
 		logf("measurements: %v", err)
 		return 1

@@ -75,7 +75,7 @@ func (b *bench) measure(ctx context.Context, sizes []int) error {
 		logf("size %d: %d Nodes created in %v, every HostSubnet %v after the first create",
 			n, r.createdN, r.created.Round(time.Millisecond), r.streaming.Round(time.Millisecond))
 		// Cold controller, N Nodes waiting.
-		for k := range *repeatsF {
+		for k := range repeats("cold") {
 			if err := b.stopController(); err != nil {
 				return err
 			}
@@ -94,7 +94,10 @@ func (b *bench) measure(ctx context.Context, sizes []int) error {
 			logf("size %d: cold controller %d/%d: %d HostSubnets in %v", n, k+1, *repeatsF, r.subnetsTot, last.Sub(t).Round(time.Millisecond))
 		}
 		// One agent, N remote subnets (every HostSubnet but its own).
-		for k := range *repeatsF {
+		if err := b.startController(ctx, false); err != nil {
+			return err
+		}
+		for k := range repeats("agent") {
 			a, err := b.runAgent(ctx, k, r.subnetsTot-1)
 			if err != nil {
 				return fmt.Errorf("size %d, agent %d: %w", n, k+1, err)
@@ -106,7 +109,7 @@ func (b *bench) measure(ctx context.Context, sizes []int) error {
 		}
 		// Fan-out: every node moves to an address generation it never had
 		// (nodes created at 0, each run a new one).
-		for k := range *repeatsF {
+		for k := range repeats("fanout") {
 			gen = 1 + gen%(generations-1)
 			f, err := b.fanout(ctx, n, *watchersF, gen)
 			if err != nil {
@@ -123,6 +126,17 @@ func (b *bench) measure(ctx context.Context, sizes []int) error {
 	report(results, ex, shippedN, shippedTook)
 	fmt.Fprintf(tab, "\nThe lab's %s (since the lab started).\n", b.etcdFsync(ctx))
 	return nil
+}
+
+// repeats is how often a measurement runs: --repeats, or 0 when --skip
+// names it.
+func repeats(what string) int {
+	for _, s := range strings.Split(*skipF, ",") {
+		if strings.TrimSpace(s) == what {
+			return 0
+		}
+	}
+	return *repeatsF
 }
 
 func rounded(ds []time.Duration) string {
@@ -163,6 +177,10 @@ func report(results []sizeResult, ex *exhaustResult, shippedN int, shippedTook t
 	fmt.Fprintf(w, "### HostSubnet allocation (target: all allocated ≤ 10 s)\n\n")
 	fmt.Fprintf(w, "| nodes | growth step: Nodes created (s) | growth step: first create → every HostSubnet (s) | cold controller, N Nodes waiting: start → every HostSubnet (s) | per node (ms) | target |\n|---|---|---|---|---|---|\n")
 	for _, r := range results {
+		if len(r.cold) == 0 {
+			fmt.Fprintf(w, "| %d | %d in %.1f | %.1f | not measured | | |\n", r.n, r.createdN, r.created.Seconds(), r.streaming.Seconds())
+			continue
+		}
 		med, _, _ := stats.Spread(r.cold)
 		fmt.Fprintf(w, "| %d | %d in %.1f | %.1f | %s | %.2f | %s |\n", r.n, r.createdN, r.created.Seconds(), r.streaming.Seconds(),
 			spread(r.cold, time.Second, 1), float64(med.Milliseconds())/float64(r.subnetsTot), verdict(med <= 10*time.Second))
@@ -174,6 +192,9 @@ func report(results []sizeResult, ex *exhaustResult, shippedN int, shippedTook t
 		"(%d joins and leaves per agent run, %d runs); in brackets, from the Node's create / delete request (the controller's allocation included).\n\n", *joinsF, *repeatsF)
 	fmt.Fprintf(w, "| remote subnets | informers synced (ms) | cold first sync (s) | kernel entries | join (ms) | leave (ms) | cold target | join/leave target |\n|---|---|---|---|---|---|---|---|\n")
 	for _, r := range results {
+		if len(r.agents) == 0 {
+			continue
+		}
 		var inf, cold, je, jw, le, lw []time.Duration
 		entries := ""
 		for _, a := range r.agents {
@@ -196,6 +217,9 @@ func report(results []sizeResult, ex *exhaustResult, shippedN int, shippedTook t
 		"Watchers: each the agent's HostSubnet and ClusterNetwork informers on a connection of its own; delivered = watchers × N updates.\n\n")
 	fmt.Fprintf(w, "| nodes | watchers' initial sync (s) | Node writes/s | controller's Node watch (events/s) | controller's HostSubnet updates/s | %d watchers: delivered events/s | slowest watcher behind the last update (ms) |\n|---|---|---|---|---|---|---|\n", *watchersF)
 	for _, r := range results {
+		if len(r.fanouts) == 0 {
+			continue
+		}
 		var syncs, lags []time.Duration
 		var writes, ctrlW, ctrlU, deliv []float64
 		for _, f := range r.fanouts {
