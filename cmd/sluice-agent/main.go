@@ -24,6 +24,7 @@ import (
 
 	"github.com/sluice-net/sluice/pkg/agent/dataplane"
 	"github.com/sluice-net/sluice/pkg/agent/host"
+	"github.com/sluice-net/sluice/pkg/agent/nftnl"
 	"github.com/sluice-net/sluice/pkg/agent/node"
 	sluiceclient "github.com/sluice-net/sluice/pkg/client/clientset/versioned"
 	"github.com/sluice-net/sluice/pkg/health"
@@ -78,8 +79,20 @@ func run(ctx context.Context, o *options) error {
 	if c.Kube, err = kubernetes.NewForConfig(rc); err != nil {
 		return err
 	}
-	if c.NFT, err = dataplane.NewNFT(); err != nil {
-		return fmt.Errorf("nftables: %w", err)
+	switch o.nftBackend {
+	case nftNetlink:
+		nl, err := nftnl.New(dataplane.Table)
+		if err != nil {
+			return fmt.Errorf("nftables: %w", err)
+		}
+		defer nl.Close()
+		c.NFT = nl
+	case nftBinary:
+		exe, err := dataplane.NewNFT()
+		if err != nil {
+			return fmt.Errorf("nftables: %w", err)
+		}
+		c.NFT = dataplane.FromKnftables(exe)
 	}
 	broadcaster := record.NewBroadcaster(record.WithContext(context.WithoutCancel(ctx)))
 	defer broadcaster.Shutdown()

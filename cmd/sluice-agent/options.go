@@ -23,19 +23,27 @@ type options struct {
 	healthz      string // kube-proxy's /healthz for load balancers
 	health       string // the agent's own /healthz and /readyz
 	servicesOnly bool
+	nftBackend   string // netlink or nft
 
 	uninstallOnDelete string
 	owner             string // the DaemonSet's name, from uninstallOnDelete
 	namespace         string // $POD_NAMESPACE
 }
 
+// The --nftables-backend values.
+const (
+	nftNetlink = "netlink"
+	nftBinary  = "nft"
+)
+
 func newOptions() *options {
 	return &options{
 		node: os.Getenv("NODE_NAME"),
 		paths: host.Paths{StateDir: "/var/lib/sluice", CNISocket: cni.DefaultSocket,
 			CNIBinDir: "/opt/cni/bin", CNIConfDir: "/etc/cni/net.d"},
-		healthz:   "0.0.0.0:10256",
-		namespace: os.Getenv("POD_NAMESPACE"),
+		healthz:    "0.0.0.0:10256",
+		namespace:  os.Getenv("POD_NAMESPACE"),
+		nftBackend: nftNetlink,
 	}
 }
 
@@ -51,6 +59,7 @@ func (o *options) addFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.healthz, "healthz-bind-address", o.healthz, "where the service proxy answers kube-proxy's /healthz and /livez for load balancers (empty: nowhere)")
 	fs.StringVar(&o.health, "health-bind-address", o.health, "host:port for the agent's /healthz and /readyz (empty: none)")
 	fs.StringVar(&o.uninstallOnDelete, "uninstall-on-delete", o.uninstallOnDelete, "daemonset/NAME: the DaemonSet (in $POD_NAMESPACE) this agent runs in; when the agent stops because it was deleted, remove what the agent installed on the node (empty: never)")
+	fs.StringVar(&o.nftBackend, "nftables-backend", o.nftBackend, "how the agent programs its nftables table: netlink (no nft binary needed), or nft (exec the nft binary; for comparison and debugging)")
 	fs.BoolVar(&o.servicesOnly, "services-only", o.servicesOnly, "run only the service proxy (another CNI plugin wires the pods)")
 }
 
@@ -78,6 +87,9 @@ func (o *options) validate() error {
 	case "", v1alpha1.ServiceProxySluice, v1alpha1.ServiceProxyExternal:
 	default:
 		errs = append(errs, fmt.Errorf("--service-proxy %q: want %s or %s", o.serviceProxy, v1alpha1.ServiceProxySluice, v1alpha1.ServiceProxyExternal))
+	}
+	if o.nftBackend != nftNetlink && o.nftBackend != nftBinary {
+		errs = append(errs, fmt.Errorf("--nftables-backend %q: want %s or %s", o.nftBackend, nftNetlink, nftBinary))
 	}
 	if o.servicesOnly && o.serviceProxy == v1alpha1.ServiceProxyExternal {
 		errs = append(errs, errors.New("--services-only with --service-proxy External leaves nothing to run"))

@@ -101,7 +101,7 @@ func (b *Base) PodRemoved(iface string) {
 
 // Contribute renders everything when full or when the networks changed,
 // else adds and deletes the pods' elements that changed.
-func (b *Base) Contribute(_ context.Context, tx *knftables.Transaction, full bool, _ func() (Objects, error)) (func(bool), error) {
+func (b *Base) Contribute(_ context.Context, tx Tx, full bool, _ func() (Objects, error)) (func(bool), error) {
 	b.mu.Lock()
 	gen, pending := b.changes.Pending()
 	if !full && !pending {
@@ -158,7 +158,7 @@ func (b *Base) Owned() Objects { return Objects{} }
 // Render writes the whole table for s into tx: the skeleton is (re)created,
 // chains and sets are flushed and refilled, so the result does not depend on
 // what the kernel held before.
-func Render(tx *knftables.Transaction, s State) {
+func Render(tx Tx, s State) {
 	tx.Add(&knftables.Table{Comment: knftables.PtrTo("sluice: pod network, isolation, services, egress")})
 
 	for _, set := range []struct {

@@ -30,7 +30,7 @@ type Feature interface {
 	// It returns nil when it has nothing to add, else a function the Owner
 	// calls with the outcome once the transaction has run: a feature
 	// changes what it believes the table holds only when ok.
-	Contribute(ctx context.Context, tx *knftables.Transaction, full bool, existing func() (Objects, error)) (commit func(ok bool), err error)
+	Contribute(ctx context.Context, tx Tx, full bool, existing func() (Objects, error)) (commit func(ok bool), err error)
 	// Owned names every chain, set and map the feature's last committed
 	// state put in the table (what a later full sync may have to delete).
 	Owned() Objects
@@ -55,7 +55,7 @@ const FullResyncPeriod = time.Hour
 // feature whose rules the kernel refuses cannot hold back the others; once
 // every feature has succeeded alone they share transactions again.
 type Owner struct {
-	nft      knftables.Interface
+	nft      Backend
 	loop     *loop.Loop
 	features []*member
 	now      func() time.Time
@@ -85,9 +85,15 @@ type Stats struct {
 	LastDuration                      time.Duration
 }
 
-// NewOwner returns the owner of nft's table. Register the features, then Run.
+// NewOwner returns the owner of nft's table programmed through knftables
+// (the nft binary, or its fake in tests). Register the features, then Run.
 func NewOwner(nft knftables.Interface, log logr.Logger) *Owner {
-	o := &Owner{nft: nft, now: time.Now}
+	return NewOwnerOn(FromKnftables(nft), log)
+}
+
+// NewOwnerOn returns the owner of the table b programs.
+func NewOwnerOn(b Backend, log logr.Logger) *Owner {
+	o := &Owner{nft: b, now: time.Now}
 	o.done = sync.NewCond(&o.mu)
 	o.loop = loop.New("table", o.sync, log)
 	return o
@@ -209,10 +215,10 @@ type contribution struct {
 func (o *Owner) run(ctx context.Context, ms []*member) error {
 	var errs []error
 	skip := map[*member]bool{}
-	var tx *knftables.Transaction
+	var tx Batch
 	var done []contribution
 collect:
-	tx, done = o.nft.NewTransaction(), nil
+	tx, done = o.nft.NewBatch(), nil
 	for _, m := range ms {
 		if skip[m] {
 			continue
@@ -235,8 +241,8 @@ collect:
 		return errors.Join(errs...)
 	}
 	var err error
-	if tx.NumOperations() > 0 {
-		err = o.nft.Run(ctx, tx)
+	if tx.Len() > 0 {
+		err = tx.Run(ctx)
 		o.mu.Lock()
 		o.stats.Transactions++
 		o.mu.Unlock()

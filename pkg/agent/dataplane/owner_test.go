@@ -44,7 +44,7 @@ func (f *toy) set(names ...string) {
 	f.gen++
 }
 
-func (f *toy) Contribute(_ context.Context, tx *knftables.Transaction, full bool, existing func() (Objects, error)) (func(bool), error) {
+func (f *toy) Contribute(_ context.Context, tx Tx, full bool, existing func() (Objects, error)) (func(bool), error) {
 	f.mu.Lock()
 	gen, want, err := f.gen, f.want, f.err
 	f.want = copyMap(want)

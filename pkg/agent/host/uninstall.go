@@ -78,10 +78,10 @@ func (w *OwnerWatch) Deleted(ctx context.Context) bool {
 
 // Uninstall removes what the agent installed on its node: the CNI configuration first (so
 // the runtime starts no new pod on a network that is going away) and the plugin, the
-// nftables table (through nft), the overlay device and the direct routes on underlay (""
+// nftables table, the overlay device and the direct routes on underlay (""
 // when unknown), the CNI socket and the IPAM state. Pods still on the node lose their
 // network; their interfaces go with them.
-func Uninstall(ctx context.Context, p Paths, nft knftables.Interface, underlay string, log logr.Logger) error {
+func Uninstall(ctx context.Context, p Paths, nft dataplane.Backend, underlay string, log logr.Logger) error {
 	var errs []error
 	rm := func(p string) {
 		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -91,10 +91,10 @@ func Uninstall(ctx context.Context, p Paths, nft knftables.Interface, underlay s
 	rm(filepath.Join(p.CNIConfDir, ConflistName))
 	rm(filepath.Join(p.CNIBinDir, PluginName))
 	// Adding before deleting makes the delete succeed whether or not the table exists.
-	tx := nft.NewTransaction()
+	tx := nft.NewBatch()
 	tx.Add(&knftables.Table{})
 	tx.Delete(&knftables.Table{})
-	if err := nft.Run(ctx, tx); err != nil {
+	if err := tx.Run(ctx); err != nil {
 		errs = append(errs, fmt.Errorf("delete table inet %s: %w", dataplane.Table, err))
 	}
 	if err := link.RemoveOverlay(); err != nil {

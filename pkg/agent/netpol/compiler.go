@@ -10,7 +10,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/labels"
-	"sigs.k8s.io/knftables"
 
 	"github.com/sluice-net/sluice/pkg/agent/dataplane"
 	"github.com/sluice-net/sluice/pkg/policy"
@@ -892,7 +891,7 @@ func (c *Compiler) State() State {
 // instead, pruning against what the table held at the last Commit. After any failed
 // transaction the next one must be a full render (Render(tx, c.State()) and Prune against
 // the listed table); call Commit once a transaction carrying the changes succeeded.
-func (c *Compiler) Render(tx *knftables.Transaction) {
+func (c *Compiler) Render(tx dataplane.Tx) {
 	c.settle()
 	if c.obj.render(tx) {
 		return

@@ -15,7 +15,6 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	networkinglisters "k8s.io/client-go/listers/networking/v1"
-	"sigs.k8s.io/knftables"
 
 	"github.com/sluice-net/sluice/pkg/agent/dataplane"
 	v1alpha1 "github.com/sluice-net/sluice/pkg/apis/sluice/v1alpha1"
@@ -131,7 +130,7 @@ func (s *Isolation) PodRemoved(iface string) {
 // renders Build's State of the Compiler's inputs (the from-scratch path),
 // and checks that the Compiler agrees with it: if it ever does not, the
 // feature logs it and compiles from scratch on every change from then on.
-func (s *Isolation) Contribute(_ context.Context, tx *knftables.Transaction, full bool, existing func() (dataplane.Objects, error)) (func(bool), error) {
+func (s *Isolation) Contribute(_ context.Context, tx dataplane.Tx, full bool, existing func() (dataplane.Objects, error)) (func(bool), error) {
 	s.mu.Lock()
 	gen, pending := s.changes.Pending()
 	if !full && !pending {
@@ -196,7 +195,7 @@ func (s *Isolation) committed(gen uint64) {
 
 // contributeFromScratch is the path before the Compiler: every input from the
 // listers, Build, and RenderPartial against what the last commit programmed.
-func (s *Isolation) contributeFromScratch(tx *knftables.Transaction, full bool, existing func() (dataplane.Objects, error), local []dataplane.Pod, gen uint64) (func(bool), error) {
+func (s *Isolation) contributeFromScratch(tx dataplane.Tx, full bool, existing func() (dataplane.Objects, error), local []dataplane.Pod, gen uint64) (func(bool), error) {
 	st, err := s.build(local)
 	if err != nil {
 		return nil, err

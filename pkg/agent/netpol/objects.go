@@ -5,6 +5,8 @@ import (
 	"strings"
 
 	"sigs.k8s.io/knftables"
+
+	"github.com/sluice-net/sluice/pkg/agent/dataplane"
 )
 
 // objects is the desired isolation part of one node's table held as indexed, mutable
@@ -185,7 +187,7 @@ func (o *objects) committedObjects() (chains, sets []string) {
 // sets and chains, element deletions, element additions, rules of new and changed chains,
 // then the chains and sets that went. It returns false, writing nothing, when an object
 // kept its name but changed its definition: that needs a full render.
-func (o *objects) render(tx *knftables.Transaction) bool {
+func (o *objects) render(tx dataplane.Tx) bool {
 	for name, was := range o.setWas {
 		if now := o.sets[name]; was != nil && now != nil && !sameSetDef(was, &now.def) {
 			return false

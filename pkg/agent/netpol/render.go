@@ -5,6 +5,8 @@ import (
 	"strings"
 
 	"sigs.k8s.io/knftables"
+
+	"github.com/sluice-net/sluice/pkg/agent/dataplane"
 )
 
 // Render writes the whole isolation part of the table for st into tx: every chain, set and
@@ -12,7 +14,7 @@ import (
 // table held before, except for per-object chains and sets st no longer has, which Prune
 // deletes. Rules refer to the dataplane's cluster-cidrs set: render the dataplane skeleton
 // (dataplane.Render) first in the same transaction, or have done so.
-func Render(tx *knftables.Transaction, st State) {
+func Render(tx dataplane.Tx, st State) {
 	tx.Add(&knftables.Table{})
 	for i := range st.Sets {
 		addSet(tx, &st.Sets[i])
@@ -52,7 +54,7 @@ func Objects(st State) (chains, sets []string) {
 // knftables.Interface.List returned them) but st does not have. Run it in the same
 // transaction, after Render, which has flushed every chain and map that could refer to them.
 // Static objects and other components' objects (dataplane, service proxy) are never touched.
-func Prune(tx *knftables.Transaction, chains, sets []string, st State) {
+func Prune(tx dataplane.Tx, chains, sets []string, st State) {
 	wantChains, wantSets := Objects(st)
 	var stale []string
 	for _, c := range chains {
@@ -79,7 +81,7 @@ func Prune(tx *knftables.Transaction, chains, sets []string, st State) {
 // it falls back to Render + Prune. Afterwards the table equals a fresh Render of next. Any
 // failed transaction must be followed by a full sync (Render + Prune from the listed
 // table), never by another partial one.
-func RenderPartial(tx *knftables.Transaction, prev, next State) {
+func RenderPartial(tx dataplane.Tx, prev, next State) {
 	oldChains := map[string]*Chain{}
 	for i := range prev.Chains {
 		oldChains[prev.Chains[i].Name] = &prev.Chains[i]
@@ -190,7 +192,7 @@ func elementIndex(es []Element) map[string]bool {
 	return m
 }
 
-func fullSync(tx *knftables.Transaction, prev, next State) {
+func fullSync(tx dataplane.Tx, prev, next State) {
 	Render(tx, next)
 	chains, sets := Objects(prev)
 	Prune(tx, chains, sets, next)
@@ -209,7 +211,7 @@ func chainObject(c *Chain) *knftables.Chain {
 	return ch
 }
 
-func addRules(tx *knftables.Transaction, c *Chain) {
+func addRules(tx dataplane.Tx, c *Chain) {
 	for _, r := range c.Rules {
 		rule := &knftables.Rule{Chain: c.Name, Rule: r.Rule}
 		if r.Comment != "" {
@@ -219,7 +221,7 @@ func addRules(tx *knftables.Transaction, c *Chain) {
 	}
 }
 
-func addSet(tx *knftables.Transaction, s *Set) {
+func addSet(tx dataplane.Tx, s *Set) {
 	var comment *string
 	if s.Comment != "" {
 		comment = knftables.PtrTo(truncate(s.Comment, maxCommentLen))
@@ -235,7 +237,7 @@ func addSet(tx *knftables.Transaction, s *Set) {
 	tx.Add(set)
 }
 
-func flushSet(tx *knftables.Transaction, s *Set) {
+func flushSet(tx dataplane.Tx, s *Set) {
 	if s.Map {
 		tx.Flush(&knftables.Map{Name: s.Name})
 	} else {

@@ -18,7 +18,6 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
-	"sigs.k8s.io/knftables"
 
 	"github.com/sluice-net/sluice/pkg/agent/cniserver"
 	"github.com/sluice-net/sluice/pkg/agent/dataplane"
@@ -45,8 +44,9 @@ type Config struct {
 	// EndpointSlices and this Node; nil runs neither isolation nor the
 	// service proxy.
 	Kube kubernetes.Interface
-	// NFT is the node's table (dataplane.NewNFT).
-	NFT knftables.Interface
+	// NFT programs the node's table (nftnl over netlink, or
+	// dataplane.FromKnftables(dataplane.NewNFT()) through the nft binary).
+	NFT dataplane.Backend
 	// ServiceProxy overrides ClusterNetwork spec.serviceProxy when set:
 	// Sluice (the agent load-balances Services) or External (kube-proxy does).
 	ServiceProxy string
@@ -190,7 +190,7 @@ func (a *Agent) Run(ctx context.Context) error {
 // and the service proxy.
 func (a *Agent) build(hs listers.HostSubnetLister, cn listers.ClusterNetworkLister) {
 	a.hostSubnets, a.networks = hs, cn
-	a.owner = dataplane.NewOwner(a.NFT, a.Log.WithValues("component", "table"))
+	a.owner = dataplane.NewOwnerOn(a.NFT, a.Log.WithValues("component", "table"))
 	a.base = dataplane.NewBase()
 	a.owner.Register(a.base)
 	a.proxy = &proxy.Runner{Kube: a.Kube, NodeName: a.NodeName, HealthzAddr: a.HealthzAddr,

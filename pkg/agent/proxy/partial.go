@@ -7,6 +7,8 @@ import (
 	"strings"
 
 	"sigs.k8s.io/knftables"
+
+	"github.com/sluice-net/sluice/pkg/agent/dataplane"
 )
 
 // RenderPartial writes into tx only what changed from prev (which must be
@@ -18,7 +20,7 @@ import (
 // the table equals a fresh full render of next (see the tests); any failed
 // transaction must be followed by a full sync (Render + Prune from the
 // listed table), never by another partial one.
-func RenderPartial(tx *knftables.Transaction, prev, next State) {
+func RenderPartial(tx dataplane.Tx, prev, next State) {
 	if !slices.Equal(prev.NodeIPs, next.NodeIPs) {
 		Render(tx, next)
 		chains, sets := Objects(prev)
@@ -147,7 +149,7 @@ func elements(sp *ServicePort, nodeIPs []netip.Addr) []*knftables.Element {
 	return out
 }
 
-// writer is the part of *knftables.Transaction renderService uses.
+// writer is the part of dataplane.Tx renderService uses.
 type writer interface {
 	Add(knftables.Object)
 	Flush(knftables.Object)

@@ -16,7 +16,6 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
-	"sigs.k8s.io/knftables"
 
 	"github.com/sluice-net/sluice/pkg/agent/dataplane"
 )
@@ -183,7 +182,7 @@ func (p *Proxier) Stats() Stats {
 // services only (RenderPartial), or the whole part pruned against existing
 // when full, when the node changed, or when a change cannot be applied on
 // its own (a conflict between services).
-func (p *Proxier) Contribute(_ context.Context, tx *knftables.Transaction, full bool, existing func() (dataplane.Objects, error)) (func(bool), error) {
+func (p *Proxier) Contribute(_ context.Context, tx dataplane.Tx, full bool, existing func() (dataplane.Objects, error)) (func(bool), error) {
 	p.mu.Lock()
 	dirty := p.dirty
 	full = full || p.needFull
@@ -261,7 +260,7 @@ func (p *Proxier) Owned() dataplane.Objects {
 
 // full rebuilds everything from the listers and renders the proxy's whole
 // part, pruned against existing; apply records it as programmed.
-func (p *Proxier) full(tx *knftables.Transaction, node NodeInfo, existing func() (dataplane.Objects, error)) (apply func(), err error) {
+func (p *Proxier) full(tx dataplane.Tx, node NodeInfo, existing func() (dataplane.Objects, error)) (apply func(), err error) {
 	svcs, err := p.Services.List(labels.Everything())
 	if err != nil {
 		return nil, err
@@ -327,7 +326,7 @@ func (p *Proxier) full(tx *knftables.Transaction, node NodeInfo, existing func()
 // rendered nothing, when the change cannot be applied on its own: a service
 // in a recorded conflict, or a destination another service owns (conflicts
 // are resolved by a full Build, which orders claims).
-func (p *Proxier) partial(tx *knftables.Transaction, dirty map[types.NamespacedName]bool, node NodeInfo) (needFull bool, apply func(), err error) {
+func (p *Proxier) partial(tx dataplane.Tx, dirty map[types.NamespacedName]bool, node NodeInfo) (needFull bool, apply func(), err error) {
 	next := map[types.NamespacedName][]ServicePort{}
 	var prev, cur State
 	prev.NodeIPs, cur.NodeIPs = p.nodeIPs, p.nodeIPs

@@ -199,7 +199,7 @@ func hasExternalChain(sp *ServicePort) bool {
 // and sets of services that are gone: Prune deletes those. Render refers to
 // the dataplane's cluster-cidrs set; the caller renders the dataplane
 // skeleton (dataplane.Render) first in the same transaction, or has already.
-func Render(tx *knftables.Transaction, st State) {
+func Render(tx dataplane.Tx, st State) {
 	tx.Add(&knftables.Table{})
 	renderSkeleton(tx)
 
@@ -256,7 +256,7 @@ var BaseChains = []dataplane.BaseChain{
 		Does: "masquerade of marked connections (`0x1000`) and of hairpin traffic"},
 }
 
-func renderSkeleton(tx *knftables.Transaction) {
+func renderSkeleton(tx dataplane.Tx) {
 	base := func(name string, rules ...string) {
 		tx.Add(dataplane.Lookup(BaseChains, name).Object())
 		tx.Flush(&knftables.Chain{Name: name})
@@ -581,7 +581,7 @@ func owned(name string, prefixes ...string) bool {
 // (chains and sets as listed by knftables.Interface.List) but that st no
 // longer needs. Run it in the same transaction, after Render: Render has
 // already flushed every map and chain that could refer to them.
-func Prune(tx *knftables.Transaction, chains, sets []string, st State) {
+func Prune(tx dataplane.Tx, chains, sets []string, st State) {
 	wc, ws := Objects(st)
 	wantChains, wantSets := toSet(wc), toSet(ws)
 	for _, c := range chains {
@@ -635,7 +635,7 @@ func staticObjects() dataplane.Objects {
 // table as listed, or what the proxy last committed), for a node that hands
 // Services over to another proxy. The pod network's objects and isolation's
 // are left alone.
-func Teardown(tx *knftables.Transaction, existing dataplane.Objects) {
+func Teardown(tx dataplane.Tx, existing dataplane.Objects) {
 	static := staticObjects()
 	isStatic := func(names []string) map[string]bool { return toSet(names) }
 	chains, sets, maps := isStatic(static.Chains), isStatic(static.Sets), isStatic(static.Maps)

@@ -19,7 +19,6 @@ import (
 	kubeinformers "k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
-	"sigs.k8s.io/knftables"
 
 	"github.com/sluice-net/sluice/pkg/agent/dataplane"
 	"github.com/sluice-net/sluice/pkg/informer"
@@ -90,7 +89,7 @@ func (r *Runner) SetEnabled(ctx context.Context, on bool) error {
 // Contribute is the running Proxier's contribution once its caches have
 // synced (before that, an empty cache would read as "no services" and
 // wipe the table), or the teardown of a disabled proxy.
-func (r *Runner) Contribute(ctx context.Context, tx *knftables.Transaction, full bool, existing func() (dataplane.Objects, error)) (func(bool), error) {
+func (r *Runner) Contribute(ctx context.Context, tx dataplane.Tx, full bool, existing func() (dataplane.Objects, error)) (func(bool), error) {
 	// r.mu is not held while contributing: existing may ask Owned.
 	r.mu.Lock()
 	enabled, tornDown, cur := r.enabled, r.tornDown, r.cur
