@@ -1,15 +1,24 @@
 package netpol
 
 import (
+	"context"
 	"fmt"
 	"net/netip"
 	"testing"
 
+	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	networkinglisters "k8s.io/client-go/listers/networking/v1"
+	"k8s.io/client-go/tools/cache"
+	"sigs.k8s.io/knftables"
 
+	"github.com/sluice-net/sluice/pkg/agent/dataplane"
+	v1alpha1 "github.com/sluice-net/sluice/pkg/apis/sluice/v1alpha1"
+	listers "github.com/sluice-net/sluice/pkg/client/listers/sluice/v1alpha1"
 	"github.com/sluice-net/sluice/pkg/policy"
 )
 
@@ -42,5 +51,126 @@ func BenchmarkBuild10kPods1kPolicies(b *testing.B) {
 		if _, err := Build(in, "node0", nil); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// benchIsolation is the isolation feature of node0 over indexers holding in (pods as API
+// objects, node0's pods wired by CNI), after its first full contribution. scratch selects
+// the from-scratch path (listers → Build → RenderPartial), as before the Compiler.
+type benchIsolation struct {
+	iso                 *Isolation
+	pods, nss, policies cache.Indexer
+	ops                 int
+}
+
+func newBenchIsolation(b *testing.B, in policy.Input, scratch bool) *benchIsolation {
+	b.Helper()
+	idx := func() cache.Indexer {
+		return cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc})
+	}
+	e := &benchIsolation{pods: idx(), nss: idx(), policies: idx()}
+	cns := idx()
+	cns.Add(&v1alpha1.ClusterNetwork{ObjectMeta: metav1.ObjectMeta{Name: v1alpha1.ClusterNetworkName}, Spec: v1alpha1.ClusterNetworkSpec{Mode: string(in.Mode)}})
+	for i := range in.Namespaces {
+		e.nss.Add(&in.Namespaces[i])
+	}
+	for i := range in.Policies {
+		e.policies.Add(&in.Policies[i])
+	}
+	e.iso = NewIsolation(Listers{Pods: corelisters.NewPodLister(e.pods), Namespaces: corelisters.NewNamespaceLister(e.nss),
+		Policies: networkinglisters.NewNetworkPolicyLister(e.policies), NetNamespaces: listers.NewNetNamespaceLister(idx()),
+		HostSubnets: listers.NewHostSubnetLister(idx()), ClusterNetworks: listers.NewClusterNetworkLister(cns)}, "node0", logr.Discard(), func() {})
+	e.iso.scratch = scratch
+	for _, p := range in.Pods {
+		e.addPod(p)
+	}
+	e.sync(b, true)
+	return e
+}
+
+func (e *benchIsolation) addPod(p policy.Pod) {
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: p.Namespace, Name: p.Name, Labels: p.Labels},
+		Spec: corev1.PodSpec{NodeName: p.Node}, Status: corev1.PodStatus{Phase: corev1.PodRunning, PodIP: p.IP.String()}}
+	c := corev1.Container{Name: "c"}
+	for _, cp := range p.Ports {
+		c.Ports = append(c.Ports, corev1.ContainerPort{Name: cp.Name, ContainerPort: cp.Port, Protocol: cp.Protocol})
+	}
+	pod.Spec.Containers = []corev1.Container{c}
+	e.pods.Add(pod)
+	if p.Node == "node0" {
+		e.iso.PodAdded(dataplane.Pod{Iface: "slp" + p.Name, IP: p.IP, Owner: p.Key()})
+	}
+}
+
+func (e *benchIsolation) deletePod(p policy.Pod) {
+	e.pods.Delete(&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: p.Namespace, Name: p.Name}})
+	e.iso.PodRemoved("slp" + p.Name)
+}
+
+// sync is one contribution and its successful commit (the transaction is not run: the
+// agent's CPU is the contribution).
+func (e *benchIsolation) sync(b *testing.B, full bool) {
+	e.iso.Changed()
+	tx := knftables.NewFake(knftables.InetFamily, dataplane.Table).NewTransaction()
+	commit, err := e.iso.Contribute(context.Background(), tx, full, func() (dataplane.Objects, error) { return dataplane.Objects{}, nil })
+	if err != nil {
+		b.Fatal(err)
+	}
+	commit(true)
+	e.ops = tx.NumOperations()
+}
+
+// One change at 10k pods × 1k policies (100 namespaces, node0 holds a third of the pods),
+// as the agent's isolation feature handles it: from the listers to its contribution to the
+// owner's transaction. "scratch" compiles everything again (the path before the Compiler),
+// "incremental" re-evaluates what the change touches. nftops/op is the size of the
+// contribution.
+func BenchmarkIsolationChange10kPods1kPolicies(b *testing.B) {
+	for _, path := range []string{"scratch", "incremental"} {
+		b.Run("policy/"+path, func(b *testing.B) {
+			in := benchInput(10000, 1000, 100)
+			e := newBenchIsolation(b, in, path == "scratch")
+			np := in.Policies[0].DeepCopy() // ns0, selects app=a0 (node0 pods among them)
+			ports := []int32{9090, 8080}
+			i := 0
+			for b.Loop() {
+				np = np.DeepCopy()
+				p := intstr.FromInt32(ports[i%2])
+				np.Spec.Ingress[0].Ports[0].Port = &p
+				e.policies.Update(np)
+				e.sync(b, false)
+				i++
+			}
+			b.ReportMetric(float64(e.ops), "nftops/op")
+		})
+		b.Run("podAdd/"+path, func(b *testing.B) {
+			in := benchInput(10000, 1000, 100)
+			e := newBenchIsolation(b, in, path == "scratch")
+			p := in.Pods[300] // ns0, app a0, node0: selected by policies, in peer and port sets
+			p.Name, p.IP = "new", netip.MustParseAddr("10.200.0.1")
+			ops := 0
+			for b.Loop() {
+				e.addPod(p)
+				e.sync(b, false)
+				ops = e.ops
+				b.StopTimer()
+				e.deletePod(p)
+				e.sync(b, false)
+				b.StartTimer()
+			}
+			b.ReportMetric(float64(ops), "nftops/op")
+		})
+		b.Run("namespaceLabels/"+path, func(b *testing.B) {
+			in := benchInput(10000, 1000, 100)
+			e := newBenchIsolation(b, in, path == "scratch")
+			teams := []string{"t4", "t3"}
+			i := 0
+			for b.Loop() {
+				e.nss.Update(&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "ns3", Labels: map[string]string{"team": teams[i%2]}}})
+				e.sync(b, false)
+				i++
+			}
+			b.ReportMetric(float64(e.ops), "nftops/op")
+		})
 	}
 }
