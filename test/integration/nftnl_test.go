@@ -91,6 +91,24 @@ func testNetlinkMatchesNFT(t *testing.T, mode string) {
 		if err := step("first full sync"); err != nil {
 			return err
 		}
+		// Operators read the table with nft: it must list what netlink wrote.
+		listB, err := exec.Command("ip", "netns", "exec", nsB, "nft", "list", "table", "inet", dataplane.Table).CombinedOutput()
+		if err != nil {
+			t.Errorf("nft cannot list the table programmed over netlink: %v\n%s", err, lastLines(listB, 5))
+		}
+		listA, err := exec.Command("nft", "list", "table", "inet", dataplane.Table).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("nft list: %v\n%s", err, listA)
+		}
+		if a, b := strings.Split(string(listA), "\n"), strings.Split(string(listB), "\n"); !slices.Equal(a, b) {
+			var diff []string
+			for i := range max(len(a), len(b)) {
+				if i >= len(a) || i >= len(b) || a[i] != b[i] {
+					diff = append(diff, fmt.Sprintf("line %d:\n    nft:     %q\n    netlink: %q", i+1, at(a, i), at(b, i)))
+				}
+			}
+			t.Errorf("nft lists the two tables differently (%d lines):\n  %s", len(diff), strings.Join(diff[:min(len(diff), 10)], "\n  "))
+		}
 
 		// Partial syncs: endpoints change, a service and a policy go, a pod
 		// goes, a namespace's labels change.
@@ -163,6 +181,18 @@ func testNetlinkMatchesNFT(t *testing.T, mode string) {
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+func at(l []string, i int) string {
+	if i < len(l) {
+		return l[i]
+	}
+	return ""
+}
+
+func lastLines(b []byte, n int) string {
+	l := strings.Split(strings.TrimSpace(string(b)), "\n")
+	return strings.Join(l[max(0, len(l)-n):], "\n")
 }
 
 func openNS(t *testing.T, name string) int {

@@ -6,7 +6,6 @@ import (
 	"strings"
 	"sync/atomic"
 
-	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
 	"golang.org/x/sys/unix"
@@ -163,7 +162,6 @@ type compiler struct {
 	pos     int
 	out     []expr.Any
 	anon    []anonSet
-	table   *nftables.Table
 	sets    func(name string) (SetInfo, bool)
 	haveIP4 bool
 	haveL4  map[byte]bool
@@ -172,13 +170,13 @@ type compiler struct {
 // anonSet is an anonymous set or map a rule declares inline; it is added
 // in the same batch just before the rule.
 type anonSet struct {
-	set   *nftables.Set
-	elems []nftables.SetElement
+	set   *setSpec
+	elems []element
 }
 
 // compileRule compiles text; sets describes the named sets it may refer to.
-func compileRule(table *nftables.Table, text string, sets func(string) (SetInfo, bool)) ([]expr.Any, []anonSet, error) {
-	c := &compiler{toks: tokenize(text), table: table, sets: sets, haveL4: map[byte]bool{}}
+func compileRule(text string, sets func(string) (SetInfo, bool)) ([]expr.Any, []anonSet, error) {
+	c := &compiler{toks: tokenize(text), sets: sets, haveL4: map[byte]bool{}}
 	for c.pos < len(c.toks) {
 		if err := c.statement(); err != nil {
 			return nil, nil, fmt.Errorf("rule %q: %w", text, err)
@@ -472,7 +470,7 @@ func (c *compiler) lookup(sels []sel, invert, verdict bool) error {
 		if err != nil {
 			return err
 		}
-		l.SetName, l.SetID = set.Name, set.ID
+		l.SetName, l.SetID = set.name, set.id
 		c.emit(l)
 		return nil
 	}
@@ -530,18 +528,14 @@ var anonIDs = func() *atomic.Uint32 {
 }()
 
 // inlineMap reads "{ k : v , ... }" into an anonymous constant map.
-func (c *compiler) inlineMap(key, data typ) (*nftables.Set, error) {
+func (c *compiler) inlineMap(key, data typ) (*setSpec, error) {
 	if c.next() != "{" {
 		return nil, fmt.Errorf("want {")
 	}
 	// The rule's lookup finds the set by its ID within the batch; IDs are
 	// ours (far above the library's counter for named sets).
-	set := &nftables.Set{Table: c.table, Anonymous: true, Constant: true, IsMap: true, Name: "__map%d",
-		ID: anonIDs.Add(1), KeyType: key.datatype(), DataType: data.datatype()}
-	if len(data) == 1 && data[0].magic == tVerdict.magic {
-		set.DataType = nftables.TypeVerdict
-	}
-	var elems []nftables.SetElement
+	set := &setSpec{anonymous: true, constant: true, isMap: true, name: "__map%d", id: anonIDs.Add(1), key: key, data: data}
+	var elems []element
 	var entry []string
 	add := func() error {
 		k, v, ok := strings.Cut(strings.Join(entry, " "), " : ")
@@ -552,19 +546,19 @@ func (c *compiler) inlineMap(key, data typ) (*nftables.Set, error) {
 		if err != nil {
 			return err
 		}
-		el := nftables.SetElement{Key: kb}
-		if data[0].magic == tVerdict.magic {
+		el := element{key: kb}
+		if data.isVerdict() {
 			vd, err := parseVerdict(strings.TrimSpace(v))
 			if err != nil {
 				return err
 			}
-			el.VerdictData = vd
+			el.verdict = vd
 		} else {
 			vb, _, err := data.encode([]string{strings.TrimSpace(v)}, false)
 			if err != nil {
 				return err
 			}
-			el.Val = vb
+			el.val = vb
 		}
 		elems = append(elems, el)
 		entry = nil
@@ -581,6 +575,7 @@ func (c *compiler) inlineMap(key, data typ) (*nftables.Set, error) {
 					return nil, err
 				}
 			}
+			set.elements = len(elems)
 			c.anon = append(c.anon, anonSet{set: set, elems: elems})
 			return set, nil
 		case t == ",":
@@ -656,7 +651,7 @@ func (c *compiler) dnat() error {
 		if err != nil {
 			return err
 		}
-		l.SetName, l.SetID = set.Name, set.ID
+		l.SetName, l.SetID = set.name, set.id
 	} else {
 		name := strings.TrimPrefix(c.next(), "@")
 		info, ok := c.sets(name)

@@ -4,7 +4,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
 	"golang.org/x/sys/unix"
 	"sigs.k8s.io/knftables"
@@ -13,8 +12,6 @@ import (
 // The kernel comparison (test/integration TestNetlinkMatchesNFT) holds the
 // compiler to nft's bytecode for everything the features write; these check
 // the parts that do not need a kernel.
-
-var testTable = &nftables.Table{Name: "t", Family: nftables.TableFamilyINet}
 
 func sets(name string) (SetInfo, bool) {
 	switch name {
@@ -29,7 +26,7 @@ func sets(name string) (SetInfo, bool) {
 }
 
 func TestCompileImpliedMatchesOncePerRule(t *testing.T) {
-	exprs, _, err := compileRule(testTable, "ip saddr @ips ip daddr != @ips tcp dport 80 accept", sets)
+	exprs, _, err := compileRule("ip saddr @ips ip daddr != @ips tcp dport 80 accept", sets)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -53,7 +50,7 @@ func TestCompileImpliedMatchesOncePerRule(t *testing.T) {
 }
 
 func TestCompileConcatenationRegisters(t *testing.T) {
-	exprs, _, err := compileRule(testTable, "ip daddr . meta l4proto . th dport . ip saddr != @fw counter drop", sets)
+	exprs, _, err := compileRule("ip daddr . meta l4proto . th dport . ip saddr != @fw counter drop", sets)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,11 +76,11 @@ func TestCompileConcatenationRegisters(t *testing.T) {
 }
 
 func TestCompileInlineMapDeclaresAnonymousSet(t *testing.T) {
-	exprs, anon, err := compileRule(testTable, "meta l4proto tcp dnat ip to numgen random mod 2 map { 0 : 10.0.0.1 . 80 , 1 : 10.0.0.2 . 8080 }", sets)
+	exprs, anon, err := compileRule("meta l4proto tcp dnat ip to numgen random mod 2 map { 0 : 10.0.0.1 . 80 , 1 : 10.0.0.2 . 8080 }", sets)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(anon) != 1 || len(anon[0].elems) != 2 || !anon[0].set.Anonymous || anon[0].set.ID == 0 {
+	if len(anon) != 1 || len(anon[0].elems) != 2 || !anon[0].set.anonymous || anon[0].set.id == 0 {
 		t.Fatalf("anonymous sets %+v, want one constant map with two elements and an ID", anon)
 	}
 	var lookup *expr.Lookup
@@ -92,10 +89,10 @@ func TestCompileInlineMapDeclaresAnonymousSet(t *testing.T) {
 			lookup = l
 		}
 	}
-	if lookup == nil || lookup.SetID != anon[0].set.ID {
-		t.Errorf("the rule's lookup %+v does not refer to the map by its ID %d", lookup, anon[0].set.ID)
+	if lookup == nil || lookup.SetID != anon[0].set.id {
+		t.Errorf("the rule's lookup %+v does not refer to the map by its ID %d", lookup, anon[0].set.id)
 	}
-	if got := anon[0].elems[1].Val; string(got) != string([]byte{10, 0, 0, 2, 0x1f, 0x90, 0, 0}) {
+	if got := anon[0].elems[1].val; string(got) != string([]byte{10, 0, 0, 2, 0x1f, 0x90, 0, 0}) {
 		t.Errorf("element 1 value %x, want 0a000002 1f900000 (address, port padded)", got)
 	}
 }
@@ -110,7 +107,7 @@ func TestCompileRefusesWhatItDoesNotKnow(t *testing.T) {
 		"dnat ip to ip daddr map @ips", // a map of the wrong type
 		"numgen random mod 2 vmap { 0 : goto a , 1 }",
 	} {
-		_, _, err := compileRule(testTable, rule, sets)
+		_, _, err := compileRule(rule, sets)
 		if err == nil {
 			t.Errorf("%q compiled; want an error", rule)
 			continue
@@ -128,7 +125,7 @@ func TestEncodeIntervalElements(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(els) != 2 || string(els[0].Key) != "\x0a\x80\x00\x00" || string(els[1].Key) != "\x0a\x84\x00\x00" || !els[1].IntervalEnd {
+	if len(els) != 2 || string(els[0].key) != "\x0a\x80\x00\x00" || string(els[1].key) != "\x0a\x84\x00\x00" || !els[1].end {
 		t.Errorf("10.128.0.0/14 → %+v", els)
 	}
 	// A range reaching the top has no end element.
@@ -140,7 +137,7 @@ func TestEncodeIntervalElements(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(els) != 1 || len(els[0].Key) != 16 || els[0].Key[15] != 0 || els[0].KeyEnd[15] != 255 {
+	if len(els) != 1 || len(els[0].key) != 16 || els[0].key[15] != 0 || els[0].keyEnd[15] != 255 {
 		t.Errorf("firewall element → %+v", els)
 	}
 }

@@ -6,8 +6,9 @@
 //
 // Rule text is compiled by compile.go into the expressions nft would send
 // for it; set and map elements go straight from their fields to bytes (no
-// text for the whole table is ever built). What the compiler does not know
-// is an error naming the rule, and the batch is not sent.
+// text for the whole table is ever built); msg.go writes the messages. What
+// the compiler does not know is an error naming the rule, and the batch is
+// not sent.
 package nftnl
 
 import (
@@ -20,7 +21,6 @@ import (
 	"time"
 
 	"github.com/google/nftables"
-	"github.com/google/nftables/userdata"
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 	"sigs.k8s.io/knftables"
@@ -34,71 +34,91 @@ const elementsPerMessage = 200
 
 // socketBuffer sizes the socket's buffers. The kernel takes a whole batch
 // (one sendmsg) only if it fits the send buffer (30k services are ~20 MB
-// of messages), and the acknowledgements (rules are echoed whole) are read
-// only once the batch is sent, so the receive buffer must hold them all.
+// of messages), and the acknowledgements are read only once the batch is
+// sent, so the receive buffer must hold them all.
 const socketBuffer = 256 << 20
 
-// Table is one nftables table programmed over netlink.
+// Table is one inet table programmed over netlink.
 type Table struct {
-	name   string
-	family nftables.TableFamily
-	conn   *nftables.Conn
-	copts  []nftables.ConnOption
+	name    string
+	netnsFD int
 
 	mu   sync.Mutex
+	conn *netlink.Conn      // lasting; nil until the first batch, and after an error
 	sets map[string]SetInfo // committed sets and maps, for element encoding and lookups
 	read bool               // sets has been read from the kernel
 }
 
 // Option configures a Table.
-type Option func(*options)
-
-type options struct{ netnsFD int }
+type Option func(*Table)
 
 // InNetNS programs the table of the network namespace fd refers to (tests,
 // benchmarks); the default is the caller's.
-func InNetNS(fd int) Option { return func(o *options) { o.netnsFD = fd } }
+func InNetNS(fd int) Option { return func(t *Table) { t.netnsFD = fd } }
 
-// New returns the inet table name, programmed over one lasting netlink
-// socket.
+// New returns the inet table name. Nothing is opened until it is used.
 func New(name string, opts ...Option) (*Table, error) {
-	var o options
-	for _, f := range opts {
-		f(&o)
+	t := &Table{name: name, sets: map[string]SetInfo{}}
+	for _, o := range opts {
+		o(t)
 	}
-	copts := []nftables.ConnOption{nftables.AsLasting(), nftables.WithSockOptions(func(c *netlink.Conn) error {
-		raw, err := c.SyscallConn()
-		if err != nil {
-			return err
-		}
-		var serr error
-		if err := raw.Control(func(fd uintptr) {
-			for _, o := range [][2]int{{unix.SO_SNDBUFFORCE, unix.SO_SNDBUF}, {unix.SO_RCVBUFFORCE, unix.SO_RCVBUF}} {
-				err := unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, o[0], socketBuffer)
-				if err != nil { // without CAP_NET_ADMIN: as large as allowed
-					err = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, o[1], socketBuffer)
-				}
-				serr = errors.Join(serr, err)
-			}
-		}); err != nil {
-			return err
-		}
-		return serr
-	})}
-	if o.netnsFD != 0 {
-		copts = append(copts, nftables.WithNetNSFd(o.netnsFD))
-	}
-	conn, err := nftables.New(copts...)
-	if err != nil {
-		return nil, fmt.Errorf("netlink socket for nftables: %w", err)
-	}
-	return &Table{name: name, family: nftables.TableFamilyINet, conn: conn, copts: copts, sets: map[string]SetInfo{}}, nil
+	return t, nil
 }
 
 // Close closes the socket.
-func (t *Table) Close() error { return t.conn.CloseLasting() }
+func (t *Table) Close() error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.conn == nil {
+		return nil
+	}
+	err := t.conn.Close()
+	t.conn = nil
+	return err
+}
 
-func (t *Table) table() *nftables.Table { return &nftables.Table{Name: t.name, Family: t.family} }
+// dial opens the lasting socket with large buffers.
+func (t *Table) dial() (*netlink.Conn, error) {
+	if t.conn != nil {
+		return t.conn, nil
+	}
+	c, err := netlink.Dial(unix.NETLINK_NETFILTER, &netlink.Config{NetNS: t.netnsFD})
+	if err != nil {
+		return nil, fmt.Errorf("netlink socket for nftables: %w", err)
+	}
+	raw, err := c.SyscallConn()
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	var serr error
+	if err := raw.Control(func(fd uintptr) {
+		for _, o := range [][2]int{{unix.SO_SNDBUFFORCE, unix.SO_SNDBUF}, {unix.SO_RCVBUFFORCE, unix.SO_RCVBUF}} {
+			err := unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, o[0], socketBuffer)
+			if err != nil { // without CAP_NET_ADMIN: as large as allowed
+				err = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, o[1], socketBuffer)
+			}
+			serr = errors.Join(serr, err)
+		}
+	}); err != nil || serr != nil {
+		c.Close()
+		return nil, errors.Join(err, serr)
+	}
+	t.conn = c
+	return c, nil
+}
+
+// reader is a short-lived library connection for reading the table.
+func (t *Table) reader() (*nftables.Conn, error) {
+	if t.netnsFD != 0 {
+		return nftables.New(nftables.WithNetNSFd(t.netnsFD))
+	}
+	return nftables.New()
+}
+
+func (t *Table) table() *nftables.Table {
+	return &nftables.Table{Name: t.name, Family: nftables.TableFamilyINet}
+}
 
 // List names the table's chains, sets or maps.
 func (t *Table) List(_ context.Context, objectType string) ([]string, error) {
@@ -107,7 +127,11 @@ func (t *Table) List(_ context.Context, objectType string) ([]string, error) {
 	var names []string
 	switch strings.TrimSuffix(objectType, "s") {
 	case "chain":
-		chains, err := t.conn.ListChainsOfTableFamily(t.family)
+		r, err := t.reader()
+		if err != nil {
+			return nil, err
+		}
+		chains, err := r.ListChainsOfTableFamily(nftables.TableFamilyINet)
 		if err != nil && !notFound(err) {
 			return nil, fmt.Errorf("list the table's chains: %w", err)
 		}
@@ -133,13 +157,23 @@ func (t *Table) List(_ context.Context, objectType string) ([]string, error) {
 	return names, nil
 }
 
+// notFound: the table does not exist (the library does not always wrap
+// the errno).
+func notFound(err error) bool {
+	return errors.Is(err, unix.ENOENT) || strings.Contains(err.Error(), unix.ENOENT.Error())
+}
+
 // readSets learns the table's sets from the kernel once: their types are
 // needed to encode elements a batch adds without declaring the set.
 func (t *Table) readSets() error {
 	if t.read {
 		return nil
 	}
-	sets, err := t.conn.GetSets(t.table())
+	r, err := t.reader()
+	if err != nil {
+		return err
+	}
+	sets, err := r.GetSets(t.table())
 	if err != nil && !notFound(err) {
 		return fmt.Errorf("list the table's sets: %w", err)
 	}
@@ -147,13 +181,15 @@ func (t *Table) readSets() error {
 		if s.Anonymous {
 			continue
 		}
-		key, err := typeFromKernel(s.KeyType, int(s.KeyType.Bytes))
+		key, err := typeFromKernel(s.KeyType.GetNFTMagic(), int(s.KeyType.Bytes))
 		if err != nil {
 			return fmt.Errorf("set %s: %w", s.Name, err)
 		}
 		info := SetInfo{Key: key, Interval: s.Interval, Map: s.IsMap}
 		if s.IsMap {
-			if info.Data, err = typeFromKernel(s.DataType, int(s.DataType.Bytes)); err != nil {
+			if s.DataType.Name == nftables.TypeVerdict.Name || s.DataType.GetNFTMagic() == tVerdict.magic {
+				info.Data = typ{tVerdict}
+			} else if info.Data, err = typeFromKernel(s.DataType.GetNFTMagic(), int(s.DataType.Bytes)); err != nil {
 				return fmt.Errorf("map %s: %w", s.Name, err)
 			}
 		}
@@ -163,18 +199,8 @@ func (t *Table) readSets() error {
 	return nil
 }
 
-// notFound: the table does not exist (the library does not always wrap
-// the errno).
-func notFound(err error) bool {
-	return errors.Is(err, unix.ENOENT) || strings.Contains(err.Error(), unix.ENOENT.Error())
-}
-
 // typeFromKernel unfolds a set's type number into the field types.
-func typeFromKernel(d nftables.SetDatatype, size int) (typ, error) {
-	m := d.GetNFTMagic()
-	if m == tVerdict.magic || d.Name == nftables.TypeVerdict.Name {
-		return typ{tVerdict}, nil
-	}
+func typeFromKernel(m uint32, size int) (typ, error) {
 	var t typ
 	for m != 0 {
 		f, ok := byMagic(m & nftables.SetConcatTypeMask)
@@ -184,7 +210,7 @@ func typeFromKernel(d nftables.SetDatatype, size int) (typ, error) {
 		t = append(typ{f}, t...)
 		m >>= nftables.SetConcatTypeBits
 	}
-	if t.size() != size && !(len(t) == 1 && size == 0) {
+	if t.size() != size {
 		return nil, fmt.Errorf("type %s is %d bytes, the kernel says %d", t, t.size(), size)
 	}
 	return t, nil
@@ -237,22 +263,16 @@ func (b *Batch) Run(_ context.Context) error {
 	if err := t.readSets(); err != nil {
 		return err
 	}
-	// First compile everything, queueing nothing: an operation that cannot
-	// be compiled leaves the connection untouched.
-	w := &writer{t: t, table: t.table(), sets: map[string]SetInfo{}, deleted: map[string]bool{}}
+	w := &writer{t: t, sets: map[string]SetInfo{}, deleted: map[string]bool{}}
 	for i, o := range b.ops {
 		if err := w.op(o); err != nil {
 			return fmt.Errorf("operation %d of %d: %w", i+1, len(b.ops), err)
 		}
 	}
-	w.flushElements()
-	for _, a := range w.actions {
-		if err := a(); err != nil {
-			t.reset()
-			return fmt.Errorf("nftables netlink message: %w", err)
-		}
+	if err := w.flushElements(); err != nil {
+		return err
 	}
-	if err := t.conn.Flush(); err != nil {
+	if err := t.send(w.msgs); err != nil {
 		return fmt.Errorf("nftables netlink transaction (%d operations): %w", len(b.ops), err)
 	}
 	for name := range w.deleted {
@@ -264,29 +284,76 @@ func (b *Batch) Run(_ context.Context) error {
 	return nil
 }
 
-// writer turns operations into the connection's queued messages.
-type writer struct {
-	t       *Table
-	table   *nftables.Table
-	sets    map[string]SetInfo // declared by this batch
-	deleted map[string]bool    // deleted by this batch
-
-	// What to queue on the connection, once everything has compiled.
-	actions []func() error
-
-	// Consecutive element operations on one set are sent together.
-	pendSet  *nftables.Set
-	pendVerb verb
-	pend     []nftables.SetElement
+// send runs msgs as one batch and reads every acknowledgement: the kernel
+// answers each message, and refuses the whole batch if any one fails.
+func (t *Table) send(msgs []netlink.Message) error {
+	if len(msgs) == 0 {
+		return nil
+	}
+	c, err := t.dial()
+	if err != nil {
+		return err
+	}
+	batch := make([]netlink.Message, 0, len(msgs)+2)
+	batch = append(batch, batchMsg(unix.NFNL_MSG_BATCH_BEGIN))
+	batch = append(batch, msgs...)
+	batch = append(batch, batchMsg(unix.NFNL_MSG_BATCH_END))
+	sent, err := c.SendMessages(batch)
+	if err != nil {
+		t.drop()
+		return fmt.Errorf("send: %w", err)
+	}
+	want := map[uint32]bool{}
+	for _, m := range sent[1 : len(sent)-1] {
+		want[m.Header.Sequence] = true
+	}
+	var errs []error
+	for len(want) > 0 {
+		replies, err := c.Receive()
+		if err != nil {
+			var oe *netlink.OpError
+			if errors.As(err, &oe) {
+				errs = append(errs, oe)
+				// The batch is refused; the rest of the answers are not
+				// needed. A new socket leaves them unread.
+				t.drop()
+				return errors.Join(errs...)
+			}
+			t.drop()
+			return fmt.Errorf("receive: %w", err)
+		}
+		for _, r := range replies {
+			delete(want, r.Header.Sequence)
+		}
+	}
+	return nil
 }
 
-// reset drops every queued message without sending it: a new connection
-// has an empty queue.
-func (t *Table) reset() {
-	_ = t.conn.CloseLasting()
-	if c, err := nftables.New(t.copts...); err == nil {
-		t.conn = c
+// drop closes the socket (its unread answers go with it); the next batch
+// opens another.
+func (t *Table) drop() {
+	if t.conn != nil {
+		t.conn.Close()
+		t.conn = nil
 	}
+}
+
+func batchMsg(kind uint16) netlink.Message {
+	return netlink.Message{Header: netlink.Header{Type: netlink.HeaderType(kind), Flags: netlink.Request},
+		Data: []byte{unix.AF_UNSPEC, unix.NFNETLINK_V0, 0, unix.NFNL_SUBSYS_NFTABLES}}
+}
+
+// writer turns operations into messages.
+type writer struct {
+	t       *Table
+	sets    map[string]SetInfo // declared by this batch
+	deleted map[string]bool    // deleted by this batch
+	msgs    []netlink.Message
+
+	// Consecutive element operations on one set go in one message.
+	pendSet  string
+	pendVerb verb
+	pend     []element
 }
 
 func (w *writer) info(name string) (SetInfo, bool) {
@@ -300,28 +367,37 @@ func (w *writer) info(name string) (SetInfo, bool) {
 	return s, ok
 }
 
+func (w *writer) emit(m netlink.Message, err error) error {
+	if err != nil {
+		return err
+	}
+	w.msgs = append(w.msgs, m)
+	return nil
+}
+
 func (w *writer) op(o op) error {
 	if _, ok := o.obj.(*knftables.Element); !ok {
-		w.flushElements()
+		if err := w.flushElements(); err != nil {
+			return err
+		}
 	}
-	c := w.t.conn
-	do := func(f func()) { w.actions = append(w.actions, func() error { f(); return nil }) }
+	table := w.t.name
 	switch obj := o.obj.(type) {
 	case *knftables.Table:
 		switch o.verb {
 		case add:
-			do(func() { c.AddTable(w.table) })
+			return w.emit(tableMsg(unix.NFT_MSG_NEWTABLE, table, obj.Comment))
 		case del:
-			do(func() { c.DelTable(w.table) })
 			for name := range w.t.sets {
 				w.deleted[name] = true
 			}
 			clear(w.sets)
-		case flush:
-			do(func() { c.FlushTable(w.table) })
+			return w.emit(tableMsg(unix.NFT_MSG_DELTABLE, table, nil))
+		default:
+			return fmt.Errorf("flushing the table is not supported")
 		}
 	case *knftables.Chain:
-		ch := &nftables.Chain{Name: obj.Name, Table: w.table}
+		spec := chainSpec{name: obj.Name, comment: obj.Comment}
 		switch o.verb {
 		case add:
 			if obj.Hook != nil {
@@ -336,101 +412,98 @@ func (w *writer) op(o op) error {
 				if err != nil {
 					return fmt.Errorf("base chain %s: priority %q: %w", obj.Name, *obj.Priority, err)
 				}
-				p := nftables.ChainPriority(prio)
-				ch.Hooknum, ch.Priority, ch.Type = hook, &p, nftables.ChainType(*obj.Type)
+				spec.hook, spec.priority, spec.typ = hook, int32(prio), string(*obj.Type)
 			}
-			do(func() { c.AddChain(ch) })
+			return w.emit(chainMsg(unix.NFT_MSG_NEWCHAIN, table, spec))
 		case del:
-			do(func() { c.DelChain(ch) })
-		case flush:
-			do(func() { c.FlushChain(ch) })
+			return w.emit(chainMsg(unix.NFT_MSG_DELCHAIN, table, spec))
+		default:
+			return w.emit(flushChainMsg(table, obj.Name))
 		}
 	case *knftables.Rule:
 		if o.verb != add || obj.Index != nil || obj.Handle != nil {
 			return fmt.Errorf("rule %q: only appending rules is supported", obj.Rule)
 		}
-		exprs, anon, err := compileRule(w.table, obj.Rule, w.info)
+		exprs, anon, err := compileRule(obj.Rule, w.info)
 		if err != nil {
 			return fmt.Errorf("chain %s: %w", obj.Chain, err)
 		}
 		for _, a := range anon {
-			w.actions = append(w.actions, func() error { return c.AddSet(a.set, a.elems) })
+			if err := w.emit(setMsg(table, a.set)); err != nil {
+				return err
+			}
+			if err := w.emit(elementsMsg(unix.NFT_MSG_NEWSETELEM, table, a.set.name, a.set.id, a.elems)); err != nil {
+				return err
+			}
 		}
-		r := &nftables.Rule{Table: w.table, Chain: &nftables.Chain{Name: obj.Chain, Table: w.table}, Exprs: exprs}
-		if obj.Comment != nil {
-			r.UserData = userdata.AppendString(nil, userdata.TypeComment, *obj.Comment)
-		}
-		do(func() { c.AddRule(r) })
+		return w.emit(ruleMsg(table, obj.Chain, exprs, obj.Comment))
 	case *knftables.Set:
 		return w.set(o.verb, obj.Name, false, obj.Type, obj.TypeOf, obj.Flags, obj.Timeout, obj.Comment)
 	case *knftables.Map:
 		return w.set(o.verb, obj.Name, true, obj.Type, obj.TypeOf, obj.Flags, obj.Timeout, obj.Comment)
 	case *knftables.Element:
 		return w.element(o.verb, obj)
-	default:
-		return fmt.Errorf("%T objects are not supported", o.obj)
 	}
-	return nil
+	return fmt.Errorf("%T objects are not supported", o.obj)
 }
 
-var hooks = map[knftables.BaseChainHook]*nftables.ChainHook{
-	knftables.PreroutingHook:  nftables.ChainHookPrerouting,
-	knftables.InputHook:       nftables.ChainHookInput,
-	knftables.ForwardHook:     nftables.ChainHookForward,
-	knftables.OutputHook:      nftables.ChainHookOutput,
-	knftables.PostroutingHook: nftables.ChainHookPostrouting,
+var hooks = map[knftables.BaseChainHook]uint32{
+	knftables.PreroutingHook:  unix.NF_INET_PRE_ROUTING,
+	knftables.InputHook:       unix.NF_INET_LOCAL_IN,
+	knftables.ForwardHook:     unix.NF_INET_FORWARD,
+	knftables.OutputHook:      unix.NF_INET_LOCAL_OUT,
+	knftables.PostroutingHook: unix.NF_INET_POST_ROUTING,
 }
 
 func (w *writer) set(v verb, name string, isMap bool, typeDecl, typeOf string, flags []knftables.SetFlag, timeout *time.Duration, comment *string) error {
-	c := w.t.conn
-	ns := &nftables.Set{Table: w.table, Name: name}
+	table := w.t.name
 	switch v {
 	case del:
-		w.actions = append(w.actions, func() error { c.DelSet(ns); return nil })
 		w.deleted[name] = true
 		delete(w.sets, name)
-		return nil
+		return w.emit(delSetMsg(table, name))
 	case flush:
-		w.actions = append(w.actions, func() error { c.FlushSet(ns); return nil })
-		return nil
+		return w.emit(flushSetMsg(table, name))
 	}
 	info, err := declared(isMap, typeDecl, typeOf)
 	if err != nil {
 		return fmt.Errorf("set %s: %w", name, err)
 	}
+	spec := &setSpec{name: name, key: info.Key, data: info.Data, isMap: isMap, comment: comment}
+	if typeOf != "" {
+		k, d, _ := strings.Cut(typeOf, " : ")
+		if spec.typeOf[0], err = typeofOf(k); err != nil {
+			return fmt.Errorf("set %s: %w", name, err)
+		}
+		if isMap {
+			if spec.typeOf[1], err = typeofOf(d); err != nil {
+				return fmt.Errorf("set %s: %w", name, err)
+			}
+		}
+	}
 	for _, f := range flags {
 		switch f {
 		case knftables.IntervalFlag:
-			info.Interval, ns.Interval = true, true
+			info.Interval, spec.interval = true, true
 		case knftables.TimeoutFlag:
-			ns.HasTimeout = true
+			spec.timeout = true
 		case knftables.DynamicFlag:
-			ns.Dynamic = true
+			spec.dynamic = true
 		case knftables.ConstantFlag:
-			ns.Constant = true
+			spec.constant = true
 		default:
 			return fmt.Errorf("set %s: flag %q is not supported", name, f)
 		}
 	}
 	if timeout != nil {
-		ns.Timeout = *timeout
+		spec.expires = *timeout
 	}
-	if comment != nil {
-		ns.Comment = *comment
-	}
-	ns.IsMap = isMap
-	ns.KeyType = info.Key.datatype()
-	ns.Concatenation = info.Interval && len(info.Key) > 1
-	if isMap {
-		ns.DataType = info.Data.datatype()
-	}
-	w.actions = append(w.actions, func() error { return c.AddSet(ns, nil) })
 	if old, ok := w.info(name); ok && (old.Key.String() != info.Key.String() || old.Data.String() != info.Data.String()) {
 		return fmt.Errorf("set %s exists with type %s, not %s", name, old.Key, info.Key)
 	}
 	w.sets[name] = info
 	delete(w.deleted, name)
-	return nil
+	return w.emit(setMsg(table, spec))
 }
 
 // declared reads a set's type declaration ("type K" / "typeof E", maps
@@ -472,17 +545,15 @@ func (w *writer) element(v verb, e *knftables.Element) error {
 	if err != nil {
 		return fmt.Errorf("element %s of %s: %w", strings.Join(e.Key, " . "), name, err)
 	}
-	if w.pendSet == nil || w.pendSet.Name != name || w.pendVerb != v {
-		w.flushElements()
-		w.pendSet = &nftables.Set{Table: w.table, Name: name, IsMap: info.Map, Interval: info.Interval}
-		if info.Map && len(info.Data) == 1 && info.Data[0].magic == tVerdict.magic {
-			w.pendSet.DataType = nftables.TypeVerdict
+	if w.pendSet != name || w.pendVerb != v {
+		if err := w.flushElements(); err != nil {
+			return err
 		}
-		w.pendVerb = v
+		w.pendSet, w.pendVerb = name, v
 	}
 	w.pend = append(w.pend, els...)
 	if len(w.pend) >= elementsPerMessage {
-		w.flushElements()
+		return w.flushElements()
 	}
 	return nil
 }
@@ -491,37 +562,37 @@ func (w *writer) element(v verb, e *knftables.Element) error {
 // over a concatenation), value or verdict, comment. An interval set
 // without concatenation holds a range as two elements, its first value and
 // the value after its last flagged as an end.
-func encodeElement(info SetInfo, e *knftables.Element, deleting bool) ([]nftables.SetElement, error) {
+func encodeElement(info SetInfo, e *knftables.Element, deleting bool) ([]element, error) {
 	key, keyEnd, err := info.Key.encode(e.Key, info.Interval)
 	if err != nil {
 		return nil, err
 	}
-	el := nftables.SetElement{Key: key}
-	if e.Comment != nil && !deleting {
-		el.Comment = *e.Comment
+	el := element{key: key}
+	if !deleting {
+		el.comment = e.Comment
 	}
 	if info.Map && !deleting {
 		if len(e.Value) == 0 {
 			return nil, fmt.Errorf("a map element needs a value")
 		}
-		if info.Data[0].magic == tVerdict.magic {
-			if el.VerdictData, err = parseVerdict(strings.Join(e.Value, " ")); err != nil {
+		if info.Data.isVerdict() {
+			if el.verdict, err = parseVerdict(strings.Join(e.Value, " ")); err != nil {
 				return nil, err
 			}
-		} else if el.Val, _, err = info.Data.encode(e.Value, false); err != nil {
+		} else if el.val, _, err = info.Data.encode(e.Value, false); err != nil {
 			return nil, err
 		}
 	}
 	if !info.Interval {
-		return []nftables.SetElement{el}, nil
+		return []element{el}, nil
 	}
 	if len(info.Key) > 1 {
-		el.KeyEnd = keyEnd
-		return []nftables.SetElement{el}, nil
+		el.keyEnd = keyEnd
+		return []element{el}, nil
 	}
-	out := []nftables.SetElement{el}
+	out := []element{el}
 	if end, ok := increment(keyEnd); ok {
-		out = append(out, nftables.SetElement{Key: end, IntervalEnd: true})
+		out = append(out, element{key: end, end: true})
 	}
 	return out, nil
 }
@@ -540,15 +611,15 @@ func increment(b []byte) ([]byte, bool) {
 }
 
 // flushElements turns the pending elements into one message.
-func (w *writer) flushElements() {
+func (w *writer) flushElements() error {
 	if len(w.pend) == 0 {
-		return
+		return nil
 	}
-	set, els, c := w.pendSet, w.pend, w.t.conn
-	if w.pendVerb == add {
-		w.actions = append(w.actions, func() error { return c.SetAddElements(set, els) })
-	} else {
-		w.actions = append(w.actions, func() error { return c.SetDeleteElements(set, els) })
+	kind := uint16(unix.NFT_MSG_NEWSETELEM)
+	if w.pendVerb == del {
+		kind = unix.NFT_MSG_DELSETELEM
 	}
+	err := w.emit(elementsMsg(kind, w.t.name, w.pendSet, 0, w.pend))
 	w.pend = nil
+	return err
 }

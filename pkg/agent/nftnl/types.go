@@ -149,14 +149,7 @@ func (t typ) magic() uint32 {
 	return m
 }
 
-func (t typ) datatype() nftables.SetDatatype {
-	if len(t) == 1 && t[0].magic == tVerdict.magic {
-		return nftables.TypeVerdict
-	}
-	d := nftables.SetDatatype{Name: t.String(), Bytes: uint32(t.size())}
-	d.SetNFTMagic(t.magic())
-	return d
-}
+func (t typ) isVerdict() bool { return len(t) == 1 && t[0].magic == tVerdict.magic }
 
 func (t typ) String() string {
 	names := make([]string, len(t))
