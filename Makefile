@@ -93,7 +93,7 @@ bench-doc:
 
 bench-proxyscale: deps
 	$(GO) build -o $(BIN)/bench-proxyscale ./bench/proxyscale
-	$(BIN)/bench-proxyscale
+	$(BIN)/bench-proxyscale --root $(CURDIR) $(BENCH_ARGS)
 
 # Sluice installed with its chart on real nodes against the reference bridge plugin.
 bench-install: deps build images kube-binaries

@@ -2,13 +2,19 @@
 // proxy at sizes the lab's API server cannot reach in a session on a
 // 2-vCPU machine (creating 30k Services there takes about an hour): the
 // real Proxier, fed from in-memory listers instead of informers, programs
-// the real kernel through the real nft binary, inside a throw-away network
-// namespace. It reports, per size:
+// the real kernel inside a throw-away network namespace through each of the
+// agent's backends: over netlink (pkg/agent/nftnl, what the agent runs) and
+// through the nft binary (knftables, the path before it: the anchor), in
+// the same run, the order alternating between repeats. It reports, per size
+// and backend, median (min–max) over the repeats of:
 //
 //   - cold programming: the first (full) sync of N Services × E endpoints;
 //   - one EndpointSlice change → programmed: the partial sync of a single
-//     changed service (build, render, nft transaction), p50 / p99;
+//     changed service (build, render, transaction), p50 / p99 of each
+//     repeat's changes;
 //   - the kernel ruleset's size.
+//
+// Raw samples go to bench/results/proxyscale-<time>-<commit>.txt.
 //
 // What it leaves out, and bench/proxy measures in a lab side by side with
 // kube-proxy: the API server, watch delivery, and packets. Run as root:
@@ -23,6 +29,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -36,8 +43,10 @@ import (
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/sluice-net/sluice/bench/internal/host"
+	"github.com/sluice-net/sluice/bench/internal/results"
 	"github.com/sluice-net/sluice/bench/internal/stats"
 	"github.com/sluice-net/sluice/pkg/agent/dataplane"
+	"github.com/sluice-net/sluice/pkg/agent/nftnl"
 	"github.com/sluice-net/sluice/pkg/agent/proxy"
 	"github.com/sluice-net/sluice/pkg/netns"
 )
@@ -46,6 +55,14 @@ var (
 	sizesF    = flag.String("sizes", "1000,10000,30000", "numbers of Services")
 	endpoints = flag.Int("endpoints", 10, "endpoints per Service")
 	changes   = flag.Int("changes", 50, "single-service changes measured per size")
+	repeats   = flag.Int("repeats", 3, "repeats of each size and backend, the backends' order alternating")
+	root      = flag.String("root", ".", "source tree (for bench/results and the commit)")
+)
+
+// The backends compared.
+const (
+	backendNetlink = "netlink"
+	backendNFT     = "nft binary"
 )
 
 // The main goroutine keeps the main thread (netns.Do discards the threads
@@ -67,18 +84,59 @@ func main() {
 		}
 		sizes = append(sizes, n)
 	}
-	fmt.Printf("## Service proxy programming path at scale (bench/proxyscale)\n\n`make bench-proxyscale` (`bench-proxyscale --sizes %s --endpoints %d --changes %d`), %d vCPU, %s, %s.\n\n",
-		*sizesF, *endpoints, *changes, runtime.NumCPU(), kernel(), runtime.Version())
-	fmt.Printf("| Services | cold full sync | one change: p50 | p99 | ruleset (objects) |\n|---|---|---|---|---|\n")
-	for _, n := range sizes {
-		r, err := measure(n)
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "proxyscale:", err)
-			os.Exit(1)
-		}
-		fmt.Printf("| %d | %s | %s | %s | %s |\n", n, r.cold.Round(time.Millisecond), pct(r.change, .5), pct(r.change, .99), r.objects)
+	out, err := results.Open(*root, "proxyscale")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "proxyscale:", err)
+		os.Exit(1)
 	}
+	defer out.Close()
+	var md strings.Builder
+	fmt.Fprintf(&md, "`make bench-proxyscale` (`bench-proxyscale --sizes %s --endpoints %d --changes %d --repeats %d`), %d vCPU (%s), Linux %s, %s, commit %s. Median (min–max) over %d repeats; the two backends alternate which runs first; raw samples in `%s`.\n\n",
+		*sizesF, *endpoints, *changes, *repeats, runtime.NumCPU(), results.CPUModel(), host.Kernel(), runtime.Version(), out.Commit, *repeats, "bench/results/"+filepath.Base(out.Path))
+	fmt.Fprintf(&md, "| Services | backend | cold full sync (ms) | one change p50 (ms) | one change p99 (ms) | cold: nft binary ÷ netlink | change p99: nft binary ÷ netlink | ruleset |\n|---|---|---|---|---|---|---|---|\n")
+	for _, n := range sizes {
+		got := map[string]*series{backendNetlink: {}, backendNFT: {}}
+		var objects string
+		for r := range *repeats {
+			for _, b := range results.Order(r, backendNetlink, backendNFT) {
+				res, err := measure(n, b)
+				if err != nil {
+					fmt.Fprintln(os.Stderr, "proxyscale:", err)
+					os.Exit(1)
+				}
+				s := got[b]
+				s.cold = append(s.cold, stats.Millis(res.cold))
+				s.p50 = append(s.p50, stats.Millis(stats.FloorQuantile(res.change, .5)))
+				s.p99 = append(s.p99, stats.Millis(stats.FloorQuantile(res.change, .99)))
+				objects = res.objects
+				changes := make([]string, len(res.change))
+				for i, d := range res.change {
+					changes[i] = strconv.FormatFloat(stats.Millis(d), 'f', 3, 64)
+				}
+				out.Sample("services=%d backend=%q repeat=%d cold_ms=%.1f change_ms=%s", n, b, r, stats.Millis(res.cold), strings.Join(changes, ","))
+				out.Logf("%d services, %s, repeat %d: cold %s, change p50 %s p99 %s", n, b, r, res.cold.Round(time.Millisecond), pct(res.change, .5), pct(res.change, .99))
+			}
+		}
+		nl, nft := got[backendNetlink], got[backendNFT]
+		coldRatio, p99Ratio := make([]float64, *repeats), make([]float64, *repeats)
+		for r := range *repeats {
+			coldRatio[r] = results.Ratio(nft.cold[r], nl.cold[r])
+			p99Ratio[r] = results.Ratio(nft.p99[r], nl.p99[r])
+		}
+		for _, b := range []string{backendNetlink, backendNFT} {
+			s := got[b]
+			ratios := [2]string{"", ""}
+			if b == backendNetlink {
+				ratios = [2]string{results.Spread("%.1f×", coldRatio), results.Spread("%.1f×", p99Ratio)}
+			}
+			fmt.Fprintf(&md, "| %d | %s | %s | %s | %s | %s | %s | %s |\n", n, b, results.Spread("%.0f", s.cold), results.Spread("%.1f", s.p50), results.Spread("%.1f", s.p99), ratios[0], ratios[1], objects)
+		}
+	}
+	out.Report(md.String())
 }
+
+// series: one backend's per-repeat figures at one size.
+type series struct{ cold, p50, p99 []float64 }
 
 type result struct {
 	cold    time.Duration
@@ -117,7 +175,7 @@ func slice(i, variant int) *discoveryv1.EndpointSlice {
 	return es
 }
 
-func measure(n int) (result, error) {
+func measure(n int, backend string) (result, error) {
 	name := fmt.Sprintf("sluice-proxyscale-%d", os.Getpid())
 	if err := host.NetnsAdd(name); err != nil {
 		return result{}, err
@@ -133,15 +191,27 @@ func measure(n int) (result, error) {
 	var r result
 	err := netns.Do(netns.Path(name), func() error {
 		ctx := context.Background()
-		nft, err := dataplane.NewNFT()
-		if err != nil {
-			return err
+		var nft dataplane.Backend
+		switch backend {
+		case backendNetlink:
+			nl, err := nftnl.New(dataplane.Table)
+			if err != nil {
+				return err
+			}
+			defer nl.Close()
+			nft = nl
+		case backendNFT:
+			exe, err := dataplane.NewNFT()
+			if err != nil {
+				return err
+			}
+			nft = dataplane.FromKnftables(exe)
 		}
 		// The agent's table owner, synced in this goroutine (SyncNow): its
 		// thread is the one inside the namespace.
 		base := dataplane.NewBase()
 		base.SetNetworks([]netip.Prefix{netip.MustParsePrefix("10.128.0.0/14")}, []netip.Prefix{netip.MustParsePrefix("172.30.0.0/16")})
-		owner := dataplane.NewOwner(nft, logr.Discard())
+		owner := dataplane.NewOwnerOn(nft, logr.Discard())
 		owner.Register(base)
 		if err := owner.SyncNow(ctx); err != nil {
 			return err
