@@ -31,6 +31,7 @@ type isoEnv struct {
 	base     *dataplane.Base
 	iso      *Isolation
 	policies cache.Indexer
+	pods     cache.Indexer
 	requests int
 }
 
@@ -58,9 +59,9 @@ func newIsoEnv(t *testing.T) *isoEnv {
 	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "a", Labels: map[string]string{"app": "a"}},
 		Spec: corev1.PodSpec{NodeName: "n1"}, Status: corev1.PodStatus{Phase: corev1.PodRunning}}
 	cn := &v1alpha1.ClusterNetwork{ObjectMeta: metav1.ObjectMeta{Name: v1alpha1.ClusterNetworkName}, Spec: v1alpha1.ClusterNetworkSpec{Mode: "NetworkPolicy"}}
-	e := &isoEnv{t: t, nft: &refusing{Fake: knftables.NewFake(knftables.InetFamily, dataplane.Table)}, policies: idx(denyIngress())}
+	e := &isoEnv{t: t, nft: &refusing{Fake: knftables.NewFake(knftables.InetFamily, dataplane.Table)}, policies: idx(denyIngress()), pods: idx(pod)}
 	e.iso = NewIsolation(Listers{
-		Pods: corelisters.NewPodLister(idx(pod)), Namespaces: corelisters.NewNamespaceLister(idx(&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "ns"}})),
+		Pods: corelisters.NewPodLister(e.pods), Namespaces: corelisters.NewNamespaceLister(idx(&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "ns"}})),
 		Policies: networkinglisters.NewNetworkPolicyLister(e.policies), NetNamespaces: listers.NewNetNamespaceLister(idx()),
 		HostSubnets: listers.NewHostSubnetLister(idx()), ClusterNetworks: listers.NewClusterNetworkLister(idx(cn)),
 	}, "n1", logr.Discard(), func() { e.requests++ })
