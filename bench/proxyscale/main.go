@@ -31,6 +31,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"time"
@@ -57,6 +58,7 @@ var (
 	changes   = flag.Int("changes", 50, "single-service changes measured per size")
 	repeats   = flag.Int("repeats", 3, "repeats of each size and backend, the backends' order alternating")
 	root      = flag.String("root", ".", "source tree (for bench/results and the commit)")
+	cpuprof   = flag.String("cpuprofile", "", "write a CPU profile of the whole run here")
 )
 
 // The backends compared.
@@ -83,6 +85,15 @@ func main() {
 			os.Exit(2)
 		}
 		sizes = append(sizes, n)
+	}
+	if *cpuprof != "" {
+		f, err := os.Create(*cpuprof)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "proxyscale:", err)
+			os.Exit(1)
+		}
+		pprof.StartCPUProfile(f)
+		defer pprof.StopCPUProfile()
 	}
 	out, err := results.Open(*root, "proxyscale")
 	if err != nil {

@@ -284,8 +284,11 @@ func (b *Batch) Run(_ context.Context) error {
 	return nil
 }
 
-// send runs msgs as one batch and reads every acknowledgement: the kernel
-// answers each message, and refuses the whole batch if any one fails.
+// send runs msgs as one batch. Only the last message asks for an
+// acknowledgement: the kernel reports every failing message anyway, in
+// order, and refuses the whole batch if any one fails; so the batch has
+// succeeded exactly when the last message's acknowledgement comes with no
+// error before it.
 func (t *Table) send(msgs []netlink.Message) error {
 	if len(msgs) == 0 {
 		return nil
@@ -294,6 +297,7 @@ func (t *Table) send(msgs []netlink.Message) error {
 	if err != nil {
 		return err
 	}
+	msgs[len(msgs)-1].Header.Flags |= netlink.Acknowledge
 	batch := make([]netlink.Message, 0, len(msgs)+2)
 	batch = append(batch, batchMsg(unix.NFNL_MSG_BATCH_BEGIN))
 	batch = append(batch, msgs...)
@@ -303,30 +307,25 @@ func (t *Table) send(msgs []netlink.Message) error {
 		t.drop()
 		return fmt.Errorf("send: %w", err)
 	}
-	want := map[uint32]bool{}
-	for _, m := range sent[1 : len(sent)-1] {
-		want[m.Header.Sequence] = true
-	}
-	var errs []error
-	for len(want) > 0 {
+	last := sent[len(sent)-2].Header.Sequence
+	for {
 		replies, err := c.Receive()
 		if err != nil {
+			// A refused batch (or a broken socket): the answers still
+			// unread go with the socket.
+			t.drop()
 			var oe *netlink.OpError
 			if errors.As(err, &oe) {
-				errs = append(errs, oe)
-				// The batch is refused; the rest of the answers are not
-				// needed. A new socket leaves them unread.
-				t.drop()
-				return errors.Join(errs...)
+				return oe
 			}
-			t.drop()
 			return fmt.Errorf("receive: %w", err)
 		}
 		for _, r := range replies {
-			delete(want, r.Header.Sequence)
+			if r.Header.Sequence == last {
+				return nil
+			}
 		}
 	}
-	return nil
 }
 
 // drop closes the socket (its unread answers go with it); the next batch

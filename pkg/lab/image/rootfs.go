@@ -37,8 +37,10 @@ type RootfsSpec struct {
 	Arch        string   `json:"arch"`
 }
 
-// DefaultRootfs is Debian 12's essential packages with nftables (the agent
-// runs nft through knftables) and iproute2 (ip, for debugging), without
+// DefaultRootfs is Debian 12's essential packages with nftables and
+// iproute2 (nft and ip for operators debugging a node, and for the agent's
+// --nftables-backend=nft; the agent itself programs its table over
+// netlink and runs neither), without
 // manuals, translations and documentation but the copyright files, with
 // /usr merged the way Debian 12 is (usr-is-merged rather than usrmerge,
 // which would pull in perl). Its epoch is Debian 12's release day.
