@@ -163,7 +163,10 @@ func (b *bench) runAgent(ctx context.Context, run, remotes int) (agentResult, er
 // joinLeave adds a node, waits for its overlay entries in the namespace,
 // deletes it and waits for them to go.
 func (b *bench) joinLeave(ctx context.Context, kw *kernelWatch, seen *agentSeen, k int, r *agentResult) error {
-	name := fmt.Sprintf("join-%05d", k)
+	// Named to sort in the middle of the simulated nodes: the overlay
+	// programs remotes in name order, and a join's entries come when the
+	// programming reaches its name (join-* would come first: a best case).
+	name := fmt.Sprintf("%s-join-%03d", simName(b.sims/2), k)
 	ip := nodeIP(blockJoin, 0, k)
 	mac := link.VTEPMAC(ip).String()
 	kw.reset()
