@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -48,7 +49,9 @@ type Overlay struct {
 	self     *v1alpha1.HostSubnet
 	dev      *link.Overlay
 	underlay string
-	loop     *loop.Loop
+	// loop is made by Init while informer handlers may already call
+	// Request from other goroutines.
+	loop atomic.Pointer[loop.Loop]
 
 	// program writes a desired state to the kernel (link; a fake in tests),
 	// now is the clock (time.Now by default).
@@ -112,18 +115,19 @@ func (o *Overlay) Init(self *v1alpha1.HostSubnet, cn *v1alpha1.ClusterNetwork) (
 	o.self, o.underlay = self, underlay
 	o.dev = &link.Overlay{VNI: 1, Port: port, LocalIP: nodeIP, LocalSubnet: subnet, UnderlayMTU: mtu}
 	o.program = o.programKernel
-	o.loop = loop.New("overlay", o.Sync, o.Log)
-	o.loop.Period = ResyncPeriod
+	l := loop.New("overlay", o.Sync, o.Log)
+	l.Period = ResyncPeriod
+	o.loop.Store(l)
 	return Node{Subnet: subnet, HostIP: nodeIP, PodMTU: podMTU}, nil
 }
 
 // Run syncs on every request, and every ResyncPeriod, until ctx ends.
-func (o *Overlay) Run(ctx context.Context) { o.loop.Run(ctx) }
+func (o *Overlay) Run(ctx context.Context) { o.loop.Load().Run(ctx) }
 
 // Request asks for a sync (HostSubnet and ClusterNetwork handlers).
 func (o *Overlay) Request() {
-	if o.loop != nil {
-		o.loop.Request()
+	if l := o.loop.Load(); l != nil {
+		l.Request()
 	}
 }
 
