@@ -133,9 +133,30 @@ func testNetlinkMatchesNFT(t *testing.T, mode string) {
 			return err
 		}
 
-		// A restarted owner over the same table: its first full sync prunes
-		// against the listed table (netlink's List this time on both sides
-		// through the nft binary's listing).
+		// A restarted agent: a new owner and a new netlink table, which
+		// learns the existing sets from the kernel; its first full sync
+		// prunes against the listed table.
+		nl2, err := nftnl.New(dataplane.Table, nftnl.InNetNS(fdB))
+		if err != nil {
+			return err
+		}
+		defer nl2.Close()
+		for _, kind := range []string{"chains", "sets", "maps"} {
+			want, err := exe.List(ctx, kind)
+			if err != nil {
+				return err
+			}
+			got, err := nl2.List(ctx, kind)
+			if err != nil {
+				return fmt.Errorf("a new netlink table lists the existing %s: %w", kind, err)
+			}
+			slices.Sort(want)
+			slices.Sort(got)
+			if !slices.Equal(got, want) {
+				t.Errorf("after a restart, List(%s) over netlink = %v, nft lists %v", kind, got, want)
+			}
+		}
+		tee = &teeBackend{t: t, a: dataplane.FromKnftables(exe), b: nl2}
 		own2 := dataplane.NewOwnerOn(tee, logr.Discard())
 		base2, iso2, px2 := in.features()
 		own2.Register(base2)

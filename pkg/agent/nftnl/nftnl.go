@@ -13,6 +13,7 @@ package nftnl
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"slices"
@@ -164,36 +165,80 @@ func notFound(err error) bool {
 }
 
 // readSets learns the table's sets from the kernel once: their types are
-// needed to encode elements a batch adds without declaring the set.
+// needed to encode elements a batch adds without declaring the set. The
+// dump is read here, not through the library, which misreads maps' key
+// types.
 func (t *Table) readSets() error {
 	if t.read {
 		return nil
 	}
-	r, err := t.reader()
+	c, err := t.dial()
 	if err != nil {
 		return err
 	}
-	sets, err := r.GetSets(t.table())
-	if err != nil && !notFound(err) {
+	ae := encoder()
+	ae.String(attrSetTable, t.name)
+	req, err := message(unix.NFT_MSG_GETSET, netlink.Dump, ae)
+	if err != nil {
+		return err
+	}
+	replies, err := c.Execute(req)
+	if err != nil {
+		if notFound(err) {
+			t.read = true
+			return nil
+		}
+		t.drop()
 		return fmt.Errorf("list the table's sets: %w", err)
 	}
-	for _, s := range sets {
-		if s.Anonymous {
+	for _, r := range replies {
+		if len(r.Data) < 4 {
 			continue
 		}
-		key, err := typeFromKernel(s.KeyType.GetNFTMagic(), int(s.KeyType.Bytes))
+		ad, err := netlink.NewAttributeDecoder(r.Data[4:])
 		if err != nil {
-			return fmt.Errorf("set %s: %w", s.Name, err)
+			return err
 		}
-		info := SetInfo{Key: key, Interval: s.Interval, Map: s.IsMap}
-		if s.IsMap {
-			if s.DataType.Name == nftables.TypeVerdict.Name || s.DataType.GetNFTMagic() == tVerdict.magic {
-				info.Data = typ{tVerdict}
-			} else if info.Data, err = typeFromKernel(s.DataType.GetNFTMagic(), int(s.DataType.Bytes)); err != nil {
-				return fmt.Errorf("map %s: %w", s.Name, err)
+		ad.ByteOrder = binary.BigEndian
+		var table, name string
+		var flags, keyType, keyLen, dataType, dataLen uint32
+		for ad.Next() {
+			switch ad.Type() {
+			case attrSetTable:
+				table = ad.String()
+			case attrSetName:
+				name = ad.String()
+			case attrSetFlags:
+				flags = ad.Uint32()
+			case attrSetKeyType:
+				keyType = ad.Uint32()
+			case attrSetKeyLen:
+				keyLen = ad.Uint32()
+			case attrSetDataType:
+				dataType = ad.Uint32()
+			case attrSetDataLen:
+				dataLen = ad.Uint32()
 			}
 		}
-		t.sets[s.Name] = info
+		if err := ad.Err(); err != nil {
+			return fmt.Errorf("list the table's sets: %w", err)
+		}
+		if table != t.name || flags&unix.NFT_SET_ANONYMOUS != 0 {
+			continue
+		}
+		key, err := typeFromKernel(keyType, int(keyLen))
+		if err != nil {
+			return fmt.Errorf("set %s: %w", name, err)
+		}
+		info := SetInfo{Key: key, Interval: flags&unix.NFT_SET_INTERVAL != 0, Map: flags&unix.NFT_SET_MAP != 0}
+		if info.Map {
+			if dataType == unix.NFT_DATA_VERDICT {
+				info.Data = typ{tVerdict}
+			} else if info.Data, err = typeFromKernel(dataType, int(dataLen)); err != nil {
+				return fmt.Errorf("map %s: %w", name, err)
+			}
+		}
+		t.sets[name] = info
 	}
 	t.read = true
 	return nil
