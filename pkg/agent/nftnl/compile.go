@@ -323,10 +323,17 @@ func (c *compiler) lhs() ([]sel, error) {
 	return sels, nil
 }
 
-func (c *compiler) load(sels []sel) {
+// load puts sels in consecutive registers. For a lookup in a set of
+// ranges over a concatenation (ranged), nft converts each sub-word integer
+// field to network order in place, right after its load; so does load.
+func (c *compiler) load(sels []sel, ranged bool) {
 	w := 0
 	for _, s := range sels {
-		c.emit(s.load(reg(w))...)
+		r := reg(w)
+		c.emit(s.load(r)...)
+		if ranged && s.t.magic == tProto.magic {
+			c.emit(&expr.Byteorder{SourceRegister: r, DestRegister: r, Op: expr.ByteorderHton, Len: 1, Size: 2})
+		}
 		w += s.t.words()
 	}
 }
@@ -354,7 +361,7 @@ func (c *compiler) relational() error {
 		c.next()
 	case "vmap":
 		c.next()
-		c.load(sels)
+		c.load(sels, false)
 		return c.lookup(sels, false, true)
 	case "&":
 		// "meta mark & MASK == VALUE"
@@ -377,13 +384,14 @@ func (c *compiler) relational() error {
 		if err != nil {
 			return err
 		}
-		c.load(sels)
+		c.load(sels, false)
 		c.emit(&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: uint32(len(mask)), Mask: mask, Xor: make([]byte, len(mask))},
 			&expr.Cmp{Op: op, Register: 1, Data: v})
 		return nil
 	}
-	if strings.HasPrefix(c.peek(0), "@") {
-		c.load(sels)
+	if name, ok := strings.CutPrefix(c.peek(0), "@"); ok {
+		info, _ := c.sets(name) // lookup reports an unknown set
+		c.load(sels, info.Interval && len(info.Key) > 1)
 		return c.lookup(sels, op == expr.CmpOpNeq, false)
 	}
 	if len(sels) != 1 {
@@ -404,7 +412,7 @@ func (c *compiler) relational() error {
 			}
 			bits |= b
 		}
-		c.load(sels)
+		c.load(sels, false)
 		mask := binaryutil.NativeEndian.PutUint32(bits)
 		c.emit(&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: mask, Xor: make([]byte, 4)})
 		cmp := expr.CmpOpNeq
@@ -419,7 +427,7 @@ func (c *compiler) relational() error {
 			return fmt.Errorf("unknown value %q", v)
 		}
 		b := binaryutil.NativeEndian.PutUint32(n)[:s.t.size]
-		c.load(sels)
+		c.load(sels, false)
 		c.emit(&expr.Cmp{Op: op, Register: 1, Data: b})
 		if s.t.magic == tNfproto.magic && n == unix.NFPROTO_IPV4 && op == expr.CmpOpEq {
 			c.haveIP4 = true
@@ -427,7 +435,7 @@ func (c *compiler) relational() error {
 		return nil
 	case s.t.magic == tIfname.magic && strings.HasSuffix(strings.Trim(v, `"`), "*"):
 		prefix := strings.TrimSuffix(strings.Trim(v, `"`), "*")
-		c.load(sels)
+		c.load(sels, false)
 		c.emit(&expr.Cmp{Op: op, Register: 1, Data: []byte(prefix)})
 		return nil
 	case s.t.magic == tService.magic && strings.Contains(v, "-"):
@@ -435,7 +443,7 @@ func (c *compiler) relational() error {
 		if err != nil {
 			return err
 		}
-		c.load(sels)
+		c.load(sels, false)
 		if op == expr.CmpOpNeq {
 			c.emit(&expr.Range{Op: expr.CmpOpNeq, Register: 1, FromData: lo, ToData: hi})
 			return nil
@@ -447,7 +455,7 @@ func (c *compiler) relational() error {
 	if err != nil {
 		return err
 	}
-	c.load(sels)
+	c.load(sels, false)
 	c.emit(&expr.Cmp{Op: op, Register: 1, Data: b})
 	if s.t.magic == tProto.magic && op == expr.CmpOpEq {
 		c.haveL4[b[0]] = true
@@ -478,47 +486,12 @@ func (c *compiler) lookup(sels []sel, invert, verdict bool) error {
 	if name == "" {
 		return fmt.Errorf("missing set name")
 	}
-	info, ok := c.sets(name)
-	if !ok {
+	if _, ok := c.sets(name); !ok {
 		return fmt.Errorf("set %q is not known", name)
-	}
-	if info.Interval && len(info.Key) > 1 {
-		// Ranges over a concatenation: nft converts sub-word integer fields
-		// to network order in place; mirror it.
-		w := 0
-		var conv []expr.Any
-		for _, s := range sels {
-			if s.t.size < 4 && s.t.magic == tProto.magic {
-				r := reg(w)
-				conv = append(conv, &expr.Byteorder{SourceRegister: r, DestRegister: r, Op: expr.ByteorderHton, Len: 1, Size: 2})
-			}
-			w += s.t.words()
-		}
-		// The conversions follow the load of their own field.
-		c.out = insertAfterLoads(c.out, len(sels), conv, sels)
 	}
 	l.SetName = name
 	c.emit(l)
 	return nil
-}
-
-// insertAfterLoads places each byte-order conversion right after the load
-// of its field (the last len(sels) loads in out).
-func insertAfterLoads(out []expr.Any, n int, conv []expr.Any, sels []sel) []expr.Any {
-	if len(conv) == 0 {
-		return out
-	}
-	loads := out[len(out)-n:]
-	res := append([]expr.Any{}, out[:len(out)-n]...)
-	ci := 0
-	for i, e := range loads {
-		res = append(res, e)
-		if sels[i].t.magic == tProto.magic && sels[i].t.size < 4 && ci < len(conv) {
-			res = append(res, conv[ci])
-			ci++
-		}
-	}
-	return res
 }
 
 var anonIDs = func() *atomic.Uint32 {
@@ -643,7 +616,7 @@ func (c *compiler) dnat() error {
 	if c.next() != "map" {
 		return fmt.Errorf("want map after the dnat key")
 	}
-	c.load(sels)
+	c.load(sels, false)
 	data := typ{tIPv4, tService}
 	l := &expr.Lookup{SourceRegister: 1, DestRegister: 1, IsDestRegSet: true}
 	if c.peek(0) == "{" {
@@ -683,7 +656,7 @@ func (c *compiler) update() error {
 	if c.next() != "}" {
 		return fmt.Errorf("want } after the update key")
 	}
-	c.load(sels)
+	c.load(sels, false)
 	c.emit(&expr.Dynset{SrcRegKey: 1, SetName: name, Operation: uint32(unix.NFT_DYNSET_OP_UPDATE)})
 	return nil
 }

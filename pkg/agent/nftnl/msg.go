@@ -2,8 +2,6 @@ package nftnl
 
 import (
 	"encoding/binary"
-	"fmt"
-	"strings"
 	"time"
 
 	"github.com/google/nftables/expr"
@@ -338,32 +336,13 @@ const (
 	exprNumgen  = 23
 )
 
-// payloadIDs: (protocol description, field) of the payload fields, as nft
-// numbers them.
+// payloadIDs: (protocol description, field) of the payload fields a typeof
+// declaration may name, as nft numbers them.
 var payloadIDs = map[string][2]uint32{
 	"ip saddr": {12, 11}, "ip daddr": {12, 12},
 	"tcp sport": {8, 1}, "tcp dport": {8, 2},
 	"udp sport": {6, 1}, "udp dport": {6, 2},
 	"sctp sport": {10, 1}, "sctp dport": {10, 2},
-}
-
-// typeofOf describes a typeof declaration's expressions.
-func typeofOf(s string) ([]typeofExpr, error) {
-	var out []typeofExpr
-	for _, f := range strings.Split(s, " . ") {
-		f = strings.TrimSpace(f)
-		if ids, ok := payloadIDs[f]; ok {
-			out = append(out, typeofExpr{kind: exprPayload, props: ids[:]})
-			continue
-		}
-		var mod uint32
-		if _, err := fmt.Sscanf(f, "numgen random mod %d", &mod); err == nil {
-			out = append(out, typeofExpr{kind: exprNumgen, props: []uint32{unix.NFT_NG_RANDOM, mod, 0}})
-			continue
-		}
-		return nil, fmt.Errorf("typeof %q is not supported", f)
-	}
-	return out, nil
 }
 
 func typeofUdata(es []typeofExpr) []byte {

@@ -509,22 +509,11 @@ func (w *writer) set(v verb, name string, isMap bool, typeDecl, typeOf string, f
 	case flush:
 		return w.emit(flushSetMsg(table, name))
 	}
-	info, err := declared(isMap, typeDecl, typeOf)
+	info, typeOfs, err := declared(isMap, typeDecl, typeOf)
 	if err != nil {
 		return fmt.Errorf("set %s: %w", name, err)
 	}
-	spec := &setSpec{name: name, key: info.Key, data: info.Data, isMap: isMap, comment: comment}
-	if typeOf != "" {
-		k, d, _ := strings.Cut(typeOf, " : ")
-		if spec.typeOf[0], err = typeofOf(k); err != nil {
-			return fmt.Errorf("set %s: %w", name, err)
-		}
-		if isMap {
-			if spec.typeOf[1], err = typeofOf(d); err != nil {
-				return fmt.Errorf("set %s: %w", name, err)
-			}
-		}
-	}
+	spec := &setSpec{name: name, key: info.Key, data: info.Data, isMap: isMap, comment: comment, typeOf: typeOfs}
 	for _, f := range flags {
 		switch f {
 		case knftables.IntervalFlag:
@@ -551,29 +540,30 @@ func (w *writer) set(v verb, name string, isMap bool, typeDecl, typeOf string, f
 }
 
 // declared reads a set's type declaration ("type K" / "typeof E", maps
-// "K : V").
-func declared(isMap bool, typeDecl, typeOf string) (SetInfo, error) {
+// "K : V"); for typeof, also the expressions' description (key, data).
+func declared(isMap bool, typeDecl, typeOf string) (SetInfo, [2][]typeofExpr, error) {
 	info := SetInfo{Map: isMap}
-	decl, parse := typeDecl, parseType
+	var typeOfs [2][]typeofExpr
+	decl, parse := typeDecl, func(s string) (typ, []typeofExpr, error) { t, err := parseType(s); return t, nil, err }
 	if typeOf != "" {
 		decl, parse = typeOf, parseTypeOf
 	}
 	k, v, hasData := strings.Cut(decl, " : ")
 	if hasData != isMap {
-		return info, fmt.Errorf("type %q: a map needs \"key : value\", a set only a key", decl)
+		return info, typeOfs, fmt.Errorf("type %q: a map needs \"key : value\", a set only a key", decl)
 	}
 	var err error
-	if info.Key, err = parse(k); err != nil {
-		return info, err
+	if info.Key, typeOfs[0], err = parse(k); err != nil {
+		return info, typeOfs, err
 	}
 	if isMap {
 		if strings.TrimSpace(v) == "verdict" {
 			info.Data = typ{tVerdict}
-		} else if info.Data, err = parse(v); err != nil {
-			return info, err
+		} else if info.Data, typeOfs[1], err = parse(v); err != nil {
+			return info, typeOfs, err
 		}
 	}
-	return info, nil
+	return info, typeOfs, nil
 }
 
 func (w *writer) element(v verb, e *knftables.Element) error {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
+	"golang.org/x/sys/unix"
 )
 
 // dtype is one nft data type as the kernel stores it: nft's type number
@@ -173,27 +174,33 @@ func parseType(s string) (typ, error) {
 }
 
 // parseTypeOf reads the expressions of a "typeof" declaration
-// ("ip daddr . tcp dport . numgen random mod 2") as the types they load.
-func parseTypeOf(s string) (typ, error) {
+// ("ip daddr . tcp dport . numgen random mod 2"): the types they load, and
+// their description as nft stores it with the set.
+func parseTypeOf(s string) (typ, []typeofExpr, error) {
 	var t typ
+	var es []typeofExpr
 	for _, f := range strings.Split(s, " . ") {
 		toks := strings.Fields(f)
 		sel, n, err := selector(toks)
 		if err != nil {
-			return nil, fmt.Errorf("typeof %q: %w", s, err)
-		}
-		if sel.numgen {
-			if len(toks) != 4 || toks[2] != "mod" {
-				return nil, fmt.Errorf("typeof %q: want numgen random mod N", s)
-			}
-			n = 4
+			return nil, nil, fmt.Errorf("typeof %q: %w", s, err)
 		}
 		if n != len(toks) {
-			return nil, fmt.Errorf("typeof %q: %q is not one expression", s, f)
+			return nil, nil, fmt.Errorf("typeof %q: %q is not one expression", s, f)
+		}
+		var e typeofExpr
+		if sel.numgen {
+			mod, _ := strconv.ParseUint(toks[3], 10, 32) // checked by selector
+			e = typeofExpr{kind: exprNumgen, props: []uint32{unix.NFT_NG_RANDOM, uint32(mod), 0}}
+		} else if ids, ok := payloadIDs[strings.Join(toks, " ")]; ok {
+			e = typeofExpr{kind: exprPayload, props: ids[:]}
+		} else {
+			return nil, nil, fmt.Errorf("typeof %q: %q is not supported", s, f)
 		}
 		t = append(t, sel.t)
+		es = append(es, e)
 	}
-	return t, nil
+	return t, es, nil
 }
 
 // encode packs one value per field of t (each padded to 4 bytes in a
