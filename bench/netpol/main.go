@@ -258,26 +258,8 @@ func parallel(from, to int, f func(i int) error) error {
 // 10.131.x.y and labels the load policies select on.
 func (e *env) addGhostPods(from, to int) error {
 	ctx := context.Background()
-	forever := []corev1.Toleration{{Operator: corev1.TolerationOpExists}}
 	return parallel(from, to, func(i int) error {
-		ns := fmt.Sprintf("g%d", i%namespaces)
-		pod := &corev1.Pod{
-			ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("p%d", i), Namespace: ns,
-				Labels: map[string]string{"app": fmt.Sprintf("a%d", i%50), "tier": fmt.Sprintf("t%d", i%3)}},
-			Spec: corev1.PodSpec{NodeName: fmt.Sprintf("ghost%d", 1+i%3), Tolerations: forever,
-				Containers: []corev1.Container{{Name: "c", Image: "none", Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}}}}},
-		}
-		p, err := e.kube.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{})
-		if apierrors.IsAlreadyExists(err) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		ip := netip.AddrFrom4([4]byte{10, 131, byte(i >> 8), byte(i)})
-		p.Status = corev1.PodStatus{Phase: corev1.PodRunning, PodIP: ip.String(), PodIPs: []corev1.PodIP{{IP: ip.String()}}}
-		_, err = e.kube.CoreV1().Pods(ns).UpdateStatus(ctx, p, metav1.UpdateOptions{})
-		return err
+		return labrun.CreateLoadPod(ctx, e.kube, i, namespaces)
 	})
 }
 

@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/netip"
 	"os/exec"
 	"time"
 
@@ -101,4 +102,30 @@ func RunningPod(ctx context.Context, cs kubernetes.Interface, ns, name string, d
 		}
 		time.Sleep(every)
 	}
+}
+
+// CreateLoadPod creates load pod i of the policy benchmarks: an API object
+// on one of the kubelet-less nodes ghost1–ghost3 (tolerating everything), in
+// namespace g(i mod namespaces), labelled app=a(i mod 50), tier=t(i mod 3),
+// with a named port http/8080, and marks it Running at 10.131.x.y. A pod
+// that exists already is left as it is.
+func CreateLoadPod(ctx context.Context, kube kubernetes.Interface, i, namespaces int) error {
+	ns := fmt.Sprintf("g%d", i%namespaces)
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("p%d", i), Namespace: ns,
+			Labels: map[string]string{"app": fmt.Sprintf("a%d", i%50), "tier": fmt.Sprintf("t%d", i%3)}},
+		Spec: corev1.PodSpec{NodeName: fmt.Sprintf("ghost%d", 1+i%3), Tolerations: []corev1.Toleration{{Operator: corev1.TolerationOpExists}},
+			Containers: []corev1.Container{{Name: "c", Image: "none", Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}}}}},
+	}
+	p, err := kube.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{})
+	if apierrors.IsAlreadyExists(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	ip := netip.AddrFrom4([4]byte{10, 131, byte(i >> 8), byte(i)})
+	p.Status = corev1.PodStatus{Phase: corev1.PodRunning, PodIP: ip.String(), PodIPs: []corev1.PodIP{{IP: ip.String()}}}
+	_, err = kube.CoreV1().Pods(ns).UpdateStatus(ctx, p, metav1.UpdateOptions{})
+	return err
 }
