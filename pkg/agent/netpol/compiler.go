@@ -324,25 +324,85 @@ func (c *Compiler) DeletePolicy(key string) {
 }
 
 // policyChanged re-evaluates what a change of policy key in namespace ns can touch: its
-// chains in use, the local pods of ns, and the isolated chains of ns.
+// chains in use, the isolated chains that name it (a jump to its chain comes or goes with
+// its rules), and the local pods of ns whose selection by key flips. A pod still selected
+// (or still not) keeps its isolated chain, so a change costs one selector match per local
+// pod of ns plus the pods that move; pods that leave the same chain move to the same next
+// chain, whose name is computed once.
 func (c *Compiler) policyChanged(ns, key string) {
 	if c.mode != policy.ModeNetworkPolicy {
 		return
 	}
-	if pe := c.policies[key]; pe != nil {
+	pe := c.policies[key]
+	if pe != nil {
 		for i, ingress := range []bool{false, true} {
 			if pd := c.dirs[policyChainName(key, ingress)]; pd != nil {
 				c.setDirection(pd, pe.dir[i])
 			}
 		}
 	}
-	for _, e := range sortedPods(c.podsByNS[ns]) {
-		if e.active && e.pod.Node == c.node {
-			c.dispatch(e)
+	for _, ic := range c.isoByNS[ns] {
+		if _, named := slices.BinarySearch(ic.policies, key); named {
+			c.putIsolatedChain(ic)
 		}
 	}
-	for _, name := range sortedKeys(c.isoByNS[ns]) {
-		c.putIsolatedChain(c.isoByNS[ns][name])
+	type move struct {
+		from    string // the current chain's name, "" when not isolated
+		ingress bool
+	}
+	type target struct {
+		keys []string
+		name string
+	}
+	next := map[move]target{}
+	for _, e := range c.podsByNS[ns] {
+		if !e.active || e.pod.Node != c.node {
+			continue
+		}
+		var sel labels.Set
+		for _, ingress := range []bool{true, false} {
+			cur := e.eg
+			if ingress {
+				cur = e.in
+			}
+			was := false
+			if cur != nil {
+				_, was = slices.BinarySearch(cur.policies, key)
+			}
+			is := false
+			if pe != nil && (ingress && pe.ingress || !ingress && pe.egress) {
+				if sel == nil {
+					sel = labels.Set(e.pod.Labels)
+				}
+				is = pe.podSel.Matches(sel)
+			}
+			if was == is {
+				continue
+			}
+			m := move{ingress: ingress}
+			if cur != nil {
+				m.from = cur.name
+			}
+			t, ok := next[m]
+			if !ok {
+				var keys []string
+				if cur != nil {
+					keys = slices.Clone(cur.policies)
+				}
+				i, _ := slices.BinarySearch(keys, key)
+				if is {
+					keys = slices.Insert(keys, i, key)
+				} else {
+					keys = slices.Delete(keys, i, i+1)
+				}
+				t = target{keys: keys}
+				if len(keys) > 0 {
+					t.name = isolatedChainName(keys, ingress)
+				}
+				next[m] = t
+			}
+			c.isolate(e, ingress, t.keys, t.name)
+		}
 	}
 }
 
@@ -492,36 +552,46 @@ func (c *Compiler) podOut(e *podEntry) {
 // dispatch sets a local pod's verdicts in NetworkPolicy mode: accept, or the chain of the
 // policies isolating it.
 func (c *Compiler) dispatch(e *podEntry) {
+	sel := labels.Set(e.pod.Labels)
 	for _, ingress := range []bool{true, false} {
 		var keys []string
 		for _, pe := range c.policyNS[e.pod.Namespace] {
-			if (ingress && pe.ingress || !ingress && pe.egress) && pe.podSel.Matches(labels.Set(e.pod.Labels)) {
+			if (ingress && pe.ingress || !ingress && pe.egress) && pe.podSel.Matches(sel) {
 				keys = append(keys, pe.key)
 			}
 		}
-		cur := &e.eg
-		m := MapEgressPods
-		if ingress {
-			cur, m = &e.in, MapIngressPods
-		}
-		var next *isolatedChain
-		verdict := "accept"
+		name := ""
 		if len(keys) > 0 {
-			name := isolatedChainName(keys, ingress)
-			if *cur != nil && (*cur).name == name {
-				continue
-			}
-			next = c.acquireIsolated(name, e.pod.Namespace, keys, ingress)
-			verdict = "goto " + name
-		} else if *cur == nil {
-			// Not isolated before either; make sure the element is there (a new pod).
-			c.obj.putElem(m, Element{Key: []string{e.pod.IP.String()}, Value: verdict, Comment: e.pod.Key()})
-			continue
+			name = isolatedChainName(keys, ingress)
 		}
-		c.releaseIsolated(*cur)
-		*cur = next
-		c.obj.putElem(m, Element{Key: []string{e.pod.IP.String()}, Value: verdict, Comment: e.pod.Key()})
+		c.isolate(e, ingress, keys, name)
 	}
+}
+
+// isolate gives a local pod's direction the chain name of the policies keys (sorted; name
+// is isolatedChainName(keys), "" when keys is empty: not isolated, accept).
+func (c *Compiler) isolate(e *podEntry, ingress bool, keys []string, name string) {
+	cur := &e.eg
+	m := MapEgressPods
+	if ingress {
+		cur, m = &e.in, MapIngressPods
+	}
+	var next *isolatedChain
+	verdict := "accept"
+	if len(keys) > 0 {
+		if *cur != nil && (*cur).name == name {
+			return
+		}
+		next = c.acquireIsolated(name, e.pod.Namespace, keys, ingress)
+		verdict = "goto " + name
+	} else if *cur == nil {
+		// Not isolated before either; make sure the element is there (a new pod).
+		c.obj.putElem(m, Element{Key: []string{e.pod.IP.String()}, Value: verdict, Comment: e.pod.Key()})
+		return
+	}
+	c.releaseIsolated(*cur)
+	*cur = next
+	c.obj.putElem(m, Element{Key: []string{e.pod.IP.String()}, Value: verdict, Comment: e.pod.Key()})
 }
 
 func isolatedChainName(keys []string, ingress bool) string {

@@ -75,17 +75,12 @@ type seen struct {
 	local    map[string]netip.Addr // pod (namespace/name) → the address CNI gave it
 }
 
-// NewIsolation returns isolation for node, with no local pods yet.
-//
-// The incremental Compiler is off (scratch): in the lab at 10k pods × 1k
-// policies, with the 1k policies in one namespace, it re-evaluated every
-// local pod and isolated chain of that namespace for each policy added,
-// and a new policy was still not enforced 30 s after the load (the
-// from-scratch path enforces it in ~0.4 s). Until that is fixed the
-// Compiler is exercised by its tests and benchmarks only.
+// NewIsolation returns isolation for node, with no local pods yet. It compiles
+// incrementally (the Compiler); a full contribution checks the Compiler against
+// Build and falls back to compiling from scratch if they ever differ.
 func NewIsolation(l Listers, node string, log logr.Logger, request func()) *Isolation {
 	return &Isolation{Listers: l, NodeName: node, Log: log, Request: request, local: map[string]dataplane.Pod{},
-		comp: NewCompiler(node), seen: newSeen(), scratch: true}
+		comp: NewCompiler(node), seen: newSeen()}
 }
 
 func newSeen() seen {

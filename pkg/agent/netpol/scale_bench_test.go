@@ -174,3 +174,116 @@ func BenchmarkIsolationChange10kPods1kPolicies(b *testing.B) {
 		})
 	}
 }
+
+// labInput is bench-netpol's workload (bench/netpol): pods load pods in 100 namespaces
+// g0…g99 (labelled team t0…t9) on other nodes, labelled app a0…a49 and tier t0…t2 with a
+// named port http; in namespace bench, node0's real pods (one per app a0…a3) and policies
+// policies, policy i selecting app a(i%4) and admitting tier t(i%3) from team t(i%10)'s
+// namespaces on port http. Every policy is in one namespace: each local pod is selected by
+// a quarter of them.
+func labInput(pods, policies int) policy.Input {
+	in := policy.Input{Mode: policy.ModeNetworkPolicy}
+	in.Namespaces = append(in.Namespaces, corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "bench"}})
+	for i := range 100 {
+		in.Namespaces = append(in.Namespaces, corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("g%d", i),
+			Labels: map[string]string{"team": fmt.Sprintf("t%d", i%10)}}})
+	}
+	http := []policy.ContainerPort{{Name: "http", Port: 8080}}
+	for i := range pods {
+		in.Pods = append(in.Pods, policy.Pod{Namespace: fmt.Sprintf("g%d", i%100), Name: fmt.Sprintf("p%d", i),
+			Labels: map[string]string{"app": fmt.Sprintf("a%d", i%50), "tier": fmt.Sprintf("t%d", i%3)},
+			IP:     netip.AddrFrom4([4]byte{10, 131, byte(i >> 8), byte(i)}), Node: fmt.Sprintf("ghost%d", 1+i%3), Ports: http})
+	}
+	for a := range 4 {
+		in.Pods = append(in.Pods, policy.Pod{Namespace: "bench", Name: fmt.Sprintf("real-a%d", a),
+			Labels: map[string]string{"app": fmt.Sprintf("a%d", a)}, IP: netip.AddrFrom4([4]byte{10, 128, 0, byte(10 + a)}),
+			Node: "node0", Ports: http})
+	}
+	for i := range policies {
+		in.Policies = append(in.Policies, labPolicy(i))
+	}
+	return in
+}
+
+func labPolicy(i int) networkingv1.NetworkPolicy {
+	port := intstr.FromString("http")
+	return networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: "bench", Name: fmt.Sprintf("np%d", i)},
+		Spec: networkingv1.NetworkPolicySpec{PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": fmt.Sprintf("a%d", i%4)}},
+			Ingress: []networkingv1.NetworkPolicyIngressRule{{
+				From: []networkingv1.NetworkPolicyPeer{{PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"tier": fmt.Sprintf("t%d", i%3)}},
+					NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"team": fmt.Sprintf("t%d", i%10)}}}},
+				Ports: []networkingv1.NetworkPolicyPort{{Port: &port}}}}}}
+}
+
+// The lab's workload (bench-netpol at 10k pods × 1k policies, every policy in one
+// namespace), as node0's isolation feature handles it:
+//   - policy: one policy created and deleted again (each op is one of the two syncs), the
+//     change bench-netpol times;
+//   - localPod: a new pod on node0 selected by 250 policies (what a CNI ADD waits for);
+//   - loadPod: a new pod on another node, in the peer and named-port sets;
+//   - load: 1,000 policies arriving in one sync over 10k pods (the agent's first sync after
+//     the policies were created, or a resync).
+func BenchmarkIsolationLab10kPods1kPolicies(b *testing.B) {
+	for _, path := range []string{"scratch", "incremental"} {
+		b.Run("policy/"+path, func(b *testing.B) {
+			e := newBenchIsolation(b, labInput(10000, 1000), path == "scratch")
+			np := labPolicy(1000)
+			i := 0
+			for b.Loop() {
+				if i%2 == 0 {
+					e.policies.Add(np.DeepCopy())
+				} else {
+					e.policies.Delete(&np)
+				}
+				e.sync(b, false)
+				i++
+			}
+			b.ReportMetric(float64(e.ops), "nftops/op")
+		})
+		b.Run("localPod/"+path, func(b *testing.B) {
+			e := newBenchIsolation(b, labInput(10000, 1000), path == "scratch")
+			p := policy.Pod{Namespace: "bench", Name: "new", Labels: map[string]string{"app": "a1"},
+				IP: netip.MustParseAddr("10.128.0.99"), Node: "node0", Ports: []policy.ContainerPort{{Name: "http", Port: 8080}}}
+			benchPodAdd(b, e, p)
+		})
+		b.Run("loadPod/"+path, func(b *testing.B) {
+			e := newBenchIsolation(b, labInput(10000, 1000), path == "scratch")
+			p := policy.Pod{Namespace: "g3", Name: "new", Labels: map[string]string{"app": "a3", "tier": "t0"},
+				IP: netip.MustParseAddr("10.131.200.1"), Node: "ghost1", Ports: []policy.ContainerPort{{Name: "http", Port: 8080}}}
+			benchPodAdd(b, e, p)
+		})
+		b.Run("load/"+path, func(b *testing.B) {
+			in := labInput(10000, 1000)
+			policies := in.Policies
+			in.Policies = nil
+			e := newBenchIsolation(b, in, path == "scratch")
+			for b.Loop() {
+				for i := range policies {
+					e.policies.Add(policies[i].DeepCopy())
+				}
+				e.sync(b, false)
+				b.StopTimer()
+				for i := range policies {
+					e.policies.Delete(&policies[i])
+				}
+				e.sync(b, false)
+				b.StartTimer()
+			}
+		})
+	}
+}
+
+// benchPodAdd times the sync that admits p (its removal is not timed).
+func benchPodAdd(b *testing.B, e *benchIsolation, p policy.Pod) {
+	ops := 0
+	for b.Loop() {
+		e.addPod(p)
+		e.sync(b, false)
+		ops = e.ops
+		b.StopTimer()
+		e.deletePod(p)
+		e.sync(b, false)
+		b.StartTimer()
+	}
+	b.ReportMetric(float64(ops), "nftops/op")
+}
