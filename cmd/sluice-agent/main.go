@@ -105,6 +105,13 @@ func run(ctx context.Context, o *options) error {
 			return err
 		}
 	}
+	if o.debug != "" {
+		addr, err := health.ServeDebug(ctx, o.debug)
+		if err != nil {
+			return err
+		}
+		klog.InfoS("Serving Go runtime profiles", "address", "http://"+addr.String()+"/debug/pprof/")
+	}
 	var watch *host.OwnerWatch
 	if o.owner != "" {
 		watch = host.WatchOwner(ctx, c.Kube, o.namespace, o.owner)

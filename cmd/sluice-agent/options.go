@@ -22,6 +22,7 @@ type options struct {
 	serviceProxy string
 	healthz      string // kube-proxy's /healthz for load balancers
 	health       string // the agent's own /healthz and /readyz
+	debug        string // Go's runtime profiles (net/http/pprof); empty: off
 	servicesOnly bool
 	nftBackend   string // netlink or nft
 
@@ -58,6 +59,7 @@ func (o *options) addFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.serviceProxy, "service-proxy", o.serviceProxy, "Sluice: load-balance Services here; External: leave them to kube-proxy (default: ClusterNetwork spec.serviceProxy)")
 	fs.StringVar(&o.healthz, "healthz-bind-address", o.healthz, "where the service proxy answers kube-proxy's /healthz and /livez for load balancers (empty: nowhere)")
 	fs.StringVar(&o.health, "health-bind-address", o.health, "host:port for the agent's /healthz and /readyz (empty: none)")
+	fs.StringVar(&o.debug, "debug-bind-address", o.debug, "host:port serving Go's runtime profiles under /debug/pprof/ (heap, CPU, goroutines) for measuring the agent; keep it on loopback (empty: off, the default)")
 	fs.StringVar(&o.uninstallOnDelete, "uninstall-on-delete", o.uninstallOnDelete, "daemonset/NAME: the DaemonSet (in $POD_NAMESPACE) this agent runs in; when the agent stops because it was deleted, remove what the agent installed on the node (empty: never)")
 	fs.StringVar(&o.nftBackend, "nftables-backend", o.nftBackend, "how the agent programs its nftables table: netlink (no nft binary needed), or nft (exec the nft binary; for comparison and debugging)")
 	fs.BoolVar(&o.servicesOnly, "services-only", o.servicesOnly, "run only the service proxy (another CNI plugin wires the pods)")
@@ -94,7 +96,7 @@ func (o *options) validate() error {
 	if o.servicesOnly && o.serviceProxy == v1alpha1.ServiceProxyExternal {
 		errs = append(errs, errors.New("--services-only with --service-proxy External leaves nothing to run"))
 	}
-	for _, f := range []struct{ flag, value string }{{"--healthz-bind-address", o.healthz}, {"--health-bind-address", o.health}} {
+	for _, f := range []struct{ flag, value string }{{"--healthz-bind-address", o.healthz}, {"--health-bind-address", o.health}, {"--debug-bind-address", o.debug}} {
 		if f.value == "" {
 			continue
 		}

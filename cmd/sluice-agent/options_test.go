@@ -41,7 +41,7 @@ func TestOptionsAsTheChartPassesThem(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if o.node != "node1" || o.owner != "sluice-agent" || o.namespace != "sluice-system" || o.paths.StateDir != "/var/lib/sluice" || o.healthz != "0.0.0.0:10256" {
+	if o.node != "node1" || o.owner != "sluice-agent" || o.namespace != "sluice-system" || o.paths.StateDir != "/var/lib/sluice" || o.healthz != "0.0.0.0:10256" || o.debug != "" {
 		t.Errorf("options: %+v", o)
 	}
 }
@@ -60,6 +60,7 @@ func TestOptionsRefuseBadValues(t *testing.T) {
 		{env, []string{"--services-only", "--service-proxy=External"}, "leaves nothing to run"},
 		{env, []string{"--health-bind-address=9766"}, `--health-bind-address "9766"`},
 		{env, []string{"--healthz-bind-address=localhost"}, `--healthz-bind-address "localhost"`},
+		{env, []string{"--debug-bind-address=6060"}, `--debug-bind-address "6060"`},
 		{env, []string{"--uninstall-on-delete=sluice-agent"}, `--uninstall-on-delete "sluice-agent"`},
 		{env, []string{"--uninstall-on-delete=daemonset/sluice-agent"}, `POD_NAMESPACE=""`},
 		{env, []string{"--cni-plugin=/nonexistent/sluice-cni"}, "--cni-plugin"},

@@ -286,39 +286,75 @@ type op struct {
 	obj  knftables.Object
 }
 
-// Batch collects one transaction's operations; Run compiles and sends them.
+// Batch is one transaction's messages. Each operation is compiled when it
+// is added, so a full sync never holds the whole ruleset twice (as the
+// features' objects and as messages): the objects are garbage once
+// compiled. The first operation that cannot be compiled fails the batch:
+// Run returns its error and sends nothing. A batch compiles against the
+// table's sets as committed when its operations are added; batches of one
+// Table are built and run one at a time (the table owner's sync loop).
 type Batch struct {
-	t   *Table
-	ops []op
+	t      *Table
+	w      *writer
+	n      int
+	err    error // of operation errAt
+	errAt  int
+	sealed bool
 }
 
-func (b *Batch) Add(o knftables.Object)    { b.ops = append(b.ops, op{add, o}) }
-func (b *Batch) Delete(o knftables.Object) { b.ops = append(b.ops, op{del, o}) }
-func (b *Batch) Flush(o knftables.Object)  { b.ops = append(b.ops, op{flush, o}) }
+func (b *Batch) Add(o knftables.Object)    { b.add(op{add, o}) }
+func (b *Batch) Delete(o knftables.Object) { b.add(op{del, o}) }
+func (b *Batch) Flush(o knftables.Object)  { b.add(op{flush, o}) }
 
-// Len is the number of operations.
-func (b *Batch) Len() int { return len(b.ops) }
-
-// Run compiles the operations into netlink messages and sends them as one
-// transaction. Nothing is sent when any operation cannot be compiled.
-func (b *Batch) Run(_ context.Context) error {
+func (b *Batch) add(o op) {
+	b.n++
+	if b.err != nil {
+		return
+	}
 	t := b.t
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if err := t.readSets(); err != nil {
-		return err
-	}
-	w := &writer{t: t, sets: map[string]SetInfo{}, deleted: map[string]bool{}}
-	for i, o := range b.ops {
-		if err := w.op(o); err != nil {
-			return fmt.Errorf("operation %d of %d: %w", i+1, len(b.ops), err)
+	if b.w == nil {
+		if err := t.readSets(); err != nil {
+			b.err, b.errAt = err, -1
+			return
 		}
+		b.w = &writer{t: t, sets: map[string]SetInfo{}, deleted: map[string]bool{}}
 	}
+	if err := b.w.op(o); err != nil {
+		b.err, b.errAt = err, b.n
+	}
+}
+
+// Len is the number of operations.
+func (b *Batch) Len() int { return b.n }
+
+// Run sends the compiled operations as one transaction. Nothing is sent
+// when any operation could not be compiled.
+func (b *Batch) Run(_ context.Context) error {
+	t := b.t
+	if b.sealed {
+		return errors.New("nftables netlink batch already run")
+	}
+	b.sealed = true
+	if b.err != nil {
+		if b.errAt < 0 {
+			return b.err
+		}
+		return fmt.Errorf("operation %d of %d: %w", b.errAt, b.n, b.err)
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	w := b.w
+	if w == nil {
+		return nil
+	}
+	b.w = nil
 	if err := w.flushElements(); err != nil {
 		return err
 	}
 	if err := t.send(w.msgs); err != nil {
-		return fmt.Errorf("nftables netlink transaction (%d operations): %w", len(b.ops), err)
+		return fmt.Errorf("nftables netlink transaction (%d operations): %w", b.n, err)
 	}
 	for name := range w.deleted {
 		delete(t.sets, name)

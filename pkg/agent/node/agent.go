@@ -97,7 +97,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	synced := []cache.InformerSynced{hs.Informer().HasSynced, cn.Informer().HasSynced}
 	var changed []func() // what HostSubnet and ClusterNetwork changes kick
 	if a.Kube != nil {
-		kf := kubeinformers.NewSharedInformerFactory(a.Kube, 0)
+		kf := kubeinformers.NewSharedInformerFactoryWithOptions(a.Kube, 0, kubeinformers.WithTransform(Transform))
 		pods, nss, nps := kf.Core().V1().Pods(), kf.Core().V1().Namespaces(), kf.Networking().V1().NetworkPolicies()
 		iso := netpol.NewIsolation(netpol.Listers{Pods: pods.Lister(), Namespaces: nss.Lister(), Policies: nps.Lister(),
 			NetNamespaces: nn.Lister(), HostSubnets: a.hostSubnets, ClusterNetworks: a.networks},

@@ -133,10 +133,10 @@ func (r *Runner) Owned() dataplane.Objects {
 // start runs the informers and the Proxier; r.mu held.
 func (r *Runner) start(parent context.Context) error {
 	ctx, cancel := context.WithCancel(parent)
-	// The caches hold every Service and EndpointSlice of the cluster; their
-	// managedFields are never read here, so they are not kept.
-	f := kubeinformers.NewSharedInformerFactoryWithOptions(r.Kube, 0, kubeinformers.WithTransform(DropManagedFields))
-	nodes := kubeinformers.NewSharedInformerFactoryWithOptions(r.Kube, 0,
+	// The caches hold every Service and EndpointSlice of the cluster: they
+	// keep only the fields the proxy reads (transform.go).
+	f := kubeinformers.NewSharedInformerFactoryWithOptions(r.Kube, 0, kubeinformers.WithTransform(Transform))
+	nodes := kubeinformers.NewSharedInformerFactoryWithOptions(r.Kube, 0, kubeinformers.WithTransform(TransformNode),
 		kubeinformers.WithTweakListOptions(func(o *metav1.ListOptions) {
 			o.FieldSelector = fields.OneTermEqualSelector("metadata.name", r.NodeName).String()
 		}))
@@ -199,15 +199,6 @@ func (r *Runner) start(parent context.Context) error {
 	r.cur, r.cancel, r.done, r.health = p, cancel, done, health
 	r.ready.Store(false)
 	return nil
-}
-
-// DropManagedFields is an informer transform: objects lose their
-// metadata.managedFields before they are cached.
-func DropManagedFields(obj any) (any, error) {
-	if m, ok := obj.(metav1.Object); ok {
-		m.SetManagedFields(nil)
-	}
-	return obj, nil
 }
 
 // serveHealthz answers kube-proxy's node health checks on HealthzAddr until

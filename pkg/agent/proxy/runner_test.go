@@ -17,23 +17,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
-func TestDropManagedFields(t *testing.T) {
-	s := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "web", Labels: map[string]string{"a": "b"},
-		ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "kubectl"}}}}
-	out, err := DropManagedFields(s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := out.(*corev1.Service)
-	if got.ManagedFields != nil || got.Name != "web" || got.Labels["a"] != "b" {
-		t.Errorf("after the transform: %+v", got.ObjectMeta)
-	}
-	// Tombstones and other non-objects pass through untouched.
-	if v, err := DropManagedFields("x"); err != nil || v != "x" {
-		t.Errorf("non-object: %v %v", v, err)
-	}
-}
-
 // The proxy's lifecycle under the table owner, against a fake API server:
 // nothing is contributed until the informers have synced; a Service created
 // through the API reaches the table; disabling tears the proxy's objects

@@ -42,17 +42,38 @@ func (n PortName) String() string {
 	return n.Namespace + "/" + n.Name + ":" + n.Port
 }
 
-// Endpoint is one backend of a service port.
+// Endpoint is one backend of a service port. The programmed state holds
+// one per endpoint and service port (300k at 30k Services), so it is kept
+// small: fields ordered without padding, topology hints (rare, read only
+// while building) behind a pointer.
 type Endpoint struct {
 	IP          netip.Addr
-	Port        uint16
 	NodeName    string
-	Zone        string
+	Hints       *Hints // nil: none
+	Port        uint16
 	Ready       bool
 	Serving     bool
 	Terminating bool
-	ZoneHints   []string
-	NodeHints   []string
+}
+
+// Hints are an endpoint's topology hints: the zones and nodes it is meant
+// to serve.
+type Hints struct {
+	Zones, Nodes []string
+}
+
+func (e Endpoint) zoneHints() []string {
+	if e.Hints == nil {
+		return nil
+	}
+	return e.Hints.Zones
+}
+
+func (e Endpoint) nodeHints() []string {
+	if e.Hints == nil {
+		return nil
+	}
+	return e.Hints.Nodes
 }
 
 // Local reports whether the endpoint runs on node.
@@ -458,15 +479,13 @@ func endpointsFor(eps []*discoveryv1.EndpointSlice, portName string, proto corev
 				if e.NodeName != nil {
 					ep.NodeName = *e.NodeName
 				}
-				if e.Zone != nil {
-					ep.Zone = *e.Zone
-				}
-				if e.Hints != nil {
+				if e.Hints != nil && len(e.Hints.ForZones)+len(e.Hints.ForNodes) > 0 {
+					ep.Hints = &Hints{}
 					for _, z := range e.Hints.ForZones {
-						ep.ZoneHints = append(ep.ZoneHints, z.Name)
+						ep.Hints.Zones = append(ep.Hints.Zones, z.Name)
 					}
 					for _, n := range e.Hints.ForNodes {
-						ep.NodeHints = append(ep.NodeHints, n.Name)
+						ep.Hints.Nodes = append(ep.Hints.Nodes, n.Name)
 					}
 				}
 				key := netip.AddrPortFrom(ep.IP, ep.Port)
@@ -549,11 +568,11 @@ func topologyFilter(svc *corev1.Service, eps []Endpoint, node NodeInfo) func(End
 		return all
 	}
 	if td == corev1.ServiceTrafficDistributionPreferSameNode && node.Name != "" {
-		forNode := func(e Endpoint) bool { return slices.Contains(e.NodeHints, node.Name) }
+		forNode := func(e Endpoint) bool { return slices.Contains(e.nodeHints(), node.Name) }
 		hasAll, hasMine := true, false
 		for _, e := range eps {
 			if e.Ready {
-				hasAll = hasAll && len(e.NodeHints) > 0
+				hasAll = hasAll && len(e.nodeHints()) > 0
 				hasMine = hasMine || forNode(e)
 			}
 		}
@@ -564,13 +583,13 @@ func topologyFilter(svc *corev1.Service, eps []Endpoint, node NodeInfo) func(End
 	if node.Zone == "" {
 		return all
 	}
-	forZone := func(e Endpoint) bool { return slices.Contains(e.ZoneHints, node.Zone) }
+	forZone := func(e Endpoint) bool { return slices.Contains(e.zoneHints(), node.Zone) }
 	hasMine := false
 	for _, e := range eps {
 		if !e.Ready {
 			continue
 		}
-		if len(e.ZoneHints) == 0 {
+		if len(e.zoneHints()) == 0 {
 			return all
 		}
 		hasMine = hasMine || forZone(e)
@@ -581,8 +600,19 @@ func topologyFilter(svc *corev1.Service, eps []Endpoint, node NodeInfo) func(End
 	return forZone
 }
 
+// filter is the endpoints keep accepts, in a slice of exactly their number
+// (it stays in the programmed state).
 func filter(eps []Endpoint, keep func(Endpoint) bool) []Endpoint {
-	var out []Endpoint
+	n := 0
+	for _, e := range eps {
+		if keep(e) {
+			n++
+		}
+	}
+	if n == 0 {
+		return nil
+	}
+	out := make([]Endpoint, 0, n)
 	for _, e := range eps {
 		if keep(e) {
 			out = append(out, e)
