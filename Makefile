@@ -110,10 +110,12 @@ bench-scale: deps build kube-binaries
 	$(GO) build -o $(BIN)/bench-scale ./bench/scale
 	$(BIN)/bench-scale $(BENCH_ARGS)
 
-# The service proxy against kube-proxy (nftables, iptables modes), on a lab of its own.
+# The service proxy against kube-proxy (nftables, iptables modes), on a lab of its own; raw
+# output in bench/results/proxy-*.txt (with Sluice's heap profiles beside it). BENCH_ARGS passes
+# flags (e.g. --sizes 10000,30000 --proxies sluice,kube-proxy-nftables --repeats 3).
 bench-proxy: deps build kube-binaries
 	$(GO) build -o $(BIN)/bench-proxy ./bench/proxy
-	$(BIN)/bench-proxy
+	$(BIN)/bench-proxy $(BENCH_ARGS)
 
 clean:
 	rm -rf $(BIN)

@@ -14,6 +14,7 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/sluice-net/sluice/bench/internal/results"
 	"github.com/sluice-net/sluice/pkg/lab"
 )
 
@@ -27,7 +28,9 @@ const (
 var (
 	sizesF       = flag.String("sizes", "1000,10000,30000", "numbers of Services to measure at (each with --endpoints endpoints); 10 is always measured first as the baseline")
 	endpointsF   = flag.Int("endpoints", 10, "endpoints per Service")
-	repsF        = flag.Int("reps", 3, "cold starts per proxy and size (the median is reported)")
+	repeatsF     = flag.Int("repeats", 3, "repeats of every proxy's measurement at each size, the proxies' order reversed every other repeat; medians and spreads are over repeats")
+	heapProfF    = flag.Bool("heap-profiles", true, "fetch Sluice's heap profiles (sluice-agent --debug-bind-address) at the end of each of its runs into bench/results/ (not for sluice-baseline)")
+	repsF        = flag.Int("reps", 3, "cold starts per proxy, size and repeat (the median is the repeat's figure)")
 	bigRepsF     = flag.Int("big-reps", 1, "cold starts per proxy at sizes above 10000")
 	changesF     = flag.Int("changes", 30, "EndpointSlice changes per proxy and size")
 	changeGapF   = flag.Duration("change-gap", 1100*time.Millisecond, "pause between changes (longer than kube-proxy's default --min-sync-period, so each change is measured alone)")
@@ -79,9 +82,11 @@ type bench struct {
 	pending  string // the pod it was pointed at but the proxy has not served yet
 	services int    // filler Services created
 	running  *proxyProc
+	res      *results.File
+	repeat   int // the repeat being measured (0-based)
 }
 
-// result is one proxy at one size.
+// result is one proxy at one size in one repeat.
 type result struct {
 	cold       []time.Duration
 	coldCPU    []float64 // CPU seconds at the moment the sentinel went live
@@ -90,5 +95,6 @@ type result struct {
 	conn       connStats
 	cpuTotal   float64 // CPU seconds over the whole last process (cold start, changes, connections)
 	peakRSS    int64   // bytes
+	heap       string  // files of the heap profiles taken at the end, if any
 	err        string
 }

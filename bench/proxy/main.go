@@ -13,13 +13,21 @@
 //   - the proxy's CPU seconds (its own and its reaped children's: nft,
 //     iptables-restore) and peak memory.
 //
+// Every proxy is measured --repeats times at each size, the proxies' order
+// reversed every other repeat; the report gives medians over repeats with
+// their range, and ratios taken within each repeat. Raw samples, the log
+// and the report go to bench/results/proxy-<time>-<commit>.txt (bench/docgen
+// generates the doc's section from it); Sluice's heap profiles at the end of
+// each of its runs go beside it.
+//
 // A dedicated lab with one node is brought up (and down at the end); its
 // agent's service proxy is switched off (ClusterNetwork serviceProxy:
 // External). Each proxy under test runs alone, as a process inside the lab's
 // external network namespace, whose ruleset nothing else uses; the
 // benchmark's probes run there too.
 //
-// It prints a Markdown report. Run as root: `make bench-proxy`.
+// It prints a Markdown report. Run as root, from the source tree:
+// `make bench-proxy BENCH_ARGS="--sizes 10000,30000"`.
 package main
 
 import (
@@ -36,7 +44,10 @@ import (
 	"time"
 
 	"github.com/sluice-net/sluice/bench/internal/labrun"
+	"github.com/sluice-net/sluice/bench/internal/results"
+	"github.com/sluice-net/sluice/bench/internal/stats"
 	"github.com/sluice-net/sluice/pkg/lab"
+	"github.com/sluice-net/sluice/pkg/lab/image"
 )
 
 func main() {
@@ -57,9 +68,21 @@ func fail(msg string) {
 	os.Exit(1)
 }
 
+// rawLog, once open, gets every log line too.
+var rawLog *results.File
+
 func logf(format string, a ...any) {
-	fmt.Fprintf(os.Stderr, "%s bench/proxy: %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, a...))
+	line := fmt.Sprintf("%s bench/proxy: %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, a...))
+	if rawLog != nil {
+		rawLog.Log.Write([]byte(line))
+		return
+	}
+	os.Stderr.WriteString(line)
 }
+
+// resultsOrder is the proxies' order in repeat rep: as given in even
+// repeats, reversed in odd ones, so that none always runs first.
+func resultsOrder(rep int, proxies []proxyKind) []proxyKind { return results.Rotate(rep, proxies) }
 
 func inner() error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -91,13 +114,26 @@ func inner() error {
 		}
 		proxies = append(proxies, k)
 	}
-	b := &bench{c: c, cs: cs, ctx: ctx, podIP: map[string]netip.Addr{}}
+	if *repeatsF < 1 {
+		return fmt.Errorf("--repeats %d: want at least 1", *repeatsF)
+	}
+	root, err := image.FindSource(".")
+	if err != nil {
+		return err
+	}
+	res, err := results.Open(root, "proxy")
+	if err != nil {
+		return err
+	}
+	defer res.Close()
+	rawLog = res
+	b := &bench{c: c, cs: cs, ctx: ctx, podIP: map[string]netip.Addr{}, res: res}
 	defer b.stopProxy()
 	if err := b.setup(); err != nil {
 		return err
 	}
-	results := map[string]map[int]*result{}
-	direct := map[int]connStats{}
+	measured := map[string]map[int][]*result{} // proxy → size → one per repeat
+	direct := map[int][]connStats{}
 	var done []int // sizes measured completely
 	var stopped error
 sizesLoop:
@@ -106,37 +142,45 @@ sizesLoop:
 			stopped = err
 			break
 		}
-		b.flush()
-		flushConntrack()
-		direct[size] = b.connRate(netip.AddrPortFrom(b.podIP[b.current], 80))
-		logf("%d services: direct to the pod %.0f conn/s", size, direct[size].rate)
-		for _, p := range proxies {
-			if ctx.Err() != nil {
-				stopped = ctx.Err()
-				break sizesLoop
+		for rep := range *repeatsF {
+			b.repeat = rep
+			b.flush()
+			flushConntrack()
+			d := b.connRate(netip.AddrPortFrom(b.podIP[b.current], 80))
+			direct[size] = append(direct[size], d)
+			logf("%d services, repeat %d: direct to the pod %.0f conn/s", size, rep, d.rate)
+			res.Sample("kind=direct size=%d repeat=%d conn_per_s=%.0f conn_failed=%d conn_mean_ms=%.3f", size, rep, d.rate, d.errs, stats.Millis(stats.Mean(d.lat)))
+			for _, p := range resultsOrder(rep, proxies) {
+				if ctx.Err() != nil {
+					stopped = ctx.Err()
+					break sizesLoop
+				}
+				if p.name == "kube-proxy-iptables" && size > *iptMaxF {
+					logf("%s at %d Services: skipped (--iptables-max %d)", p.label, size, *iptMaxF)
+					continue
+				}
+				logf("%s at %d Services, repeat %d of %d", p.label, size, rep+1, *repeatsF)
+				r := b.measure(p, size)
+				if ctx.Err() != nil { // interrupted in the middle: not a result
+					stopped = ctx.Err()
+					break sizesLoop
+				}
+				if measured[p.name] == nil {
+					measured[p.name] = map[int][]*result{}
+				}
+				measured[p.name][size] = append(measured[p.name][size], r)
 			}
-			if p.name == "kube-proxy-iptables" && size > *iptMaxF {
-				logf("%s at %d Services: skipped (--iptables-max %d)", p.label, size, *iptMaxF)
-				continue
-			}
-			r := b.measure(p, size)
-			if ctx.Err() != nil { // interrupted in the middle: not a result
-				stopped = ctx.Err()
-				break sizesLoop
-			}
-			if results[p.name] == nil {
-				results[p.name] = map[int]*result{}
-			}
-			results[p.name][size] = r
 		}
 		done = append(done, size)
 	}
 	// Interrupted or failed part-way: report what was measured in full.
 	if len(done) > 0 {
-		report(done, proxies, results, direct)
+		md := report(done, proxies, measured, direct)
 		if stopped != nil {
-			fmt.Printf("\n**Incomplete run**: stopped before finishing %s (%v).\n", strings.Trim(strings.Join(strings.Fields(fmt.Sprint(sizes[len(done):])), ", "), "[]"), stopped)
+			md += fmt.Sprintf("\n**Incomplete run**: stopped before finishing %s (%v).\n", strings.Trim(strings.Join(strings.Fields(fmt.Sprint(sizes[len(done):])), ", "), "[]"), stopped)
 		}
+		res.Report(md)
+		fmt.Fprintf(os.Stderr, "raw output: %s\n", res.Path)
 	}
 	return stopped
 }

@@ -62,6 +62,9 @@ func (b *bench) startProxy(p proxyKind, size, rep int) (*proxyProc, time.Time, e
 			dir = *baseBinF
 		}
 		argv = []string{filepath.Join(dir, "sluice-agent"), "--services-only", "--node-name=node1", "--kubeconfig=" + kc}
+		if p.name == "sluice" && *heapProfF {
+			argv = append(argv, "--debug-bind-address="+debugAddr)
+		}
 	default:
 		mode := strings.TrimPrefix(p.name, "kube-proxy-")
 		mode, zero := strings.CutSuffix(mode, "-0")
@@ -73,7 +76,7 @@ func (b *bench) startProxy(p proxyKind, size, rep int) (*proxyProc, time.Time, e
 			argv = append(argv, "--min-sync-period=0")
 		}
 	}
-	logPath := filepath.Join(*logDirF, fmt.Sprintf("%s-%d-%d.log", p.name, size, rep))
+	logPath := filepath.Join(*logDirF, fmt.Sprintf("%s-%d-r%d-%d.log", p.name, size, b.repeat, rep))
 	lf, err := os.Create(logPath)
 	if err != nil {
 		return nil, time.Time{}, err
