@@ -8,6 +8,8 @@ import (
 	"net"
 	"os"
 	"time"
+
+	"github.com/sluice-net/sluice/pkg/controller/apiclient"
 )
 
 // LeaseName is the coordination.k8s.io Lease the replicas elect a leader on.
@@ -27,6 +29,9 @@ type options struct {
 	workers int
 	resync  time.Duration
 
+	kubeAPIQPS   float64
+	kubeAPIBurst int
+
 	healthBindAddress string
 }
 
@@ -38,8 +43,10 @@ func newOptions() *options {
 		leaseDuration: 15 * time.Second,
 		renewDeadline: 10 * time.Second,
 		retryPeriod:   2 * time.Second,
-		workers:       1,
+		workers:       apiclient.DefaultWorkers,
 		resync:        10 * time.Minute,
+		kubeAPIQPS:    apiclient.DefaultQPS,
+		kubeAPIBurst:  apiclient.DefaultBurst,
 	}
 }
 
@@ -51,7 +58,9 @@ func (o *options) addFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&o.renewDeadline, "leader-elect-renew-deadline", o.renewDeadline, "how long the leader keeps trying to renew before it gives up leading")
 	fs.DurationVar(&o.retryPeriod, "leader-elect-retry-period", o.retryPeriod, "interval between attempts to acquire or renew the lease")
 	fs.StringVar(&o.id, "id", o.id, "this replica's identity in the Lease (default $POD_NAME_RANDOM in a pod, else hostname_pid)")
-	fs.IntVar(&o.workers, "workers", o.workers, "reconcile workers (allocation itself is serialised)")
+	fs.IntVar(&o.workers, "workers", o.workers, "reconcile workers per controller (each HostSubnet's subnet is reserved before it is created, so workers allocate in parallel)")
+	fs.Float64Var(&o.kubeAPIQPS, "kube-api-qps", o.kubeAPIQPS, "requests per second to the API server, sustained (client-side limit; events have a limit of their own)")
+	fs.IntVar(&o.kubeAPIBurst, "kube-api-burst", o.kubeAPIBurst, "requests to the API server in a burst above --kube-api-qps; at least --kube-api-qps")
 	fs.StringVar(&o.healthBindAddress, "health-bind-address", o.healthBindAddress, "host:port for /healthz (alive; the leader's lease renewed) and /readyz (leading with caches synced, or standing by); empty: none")
 	fs.DurationVar(&o.resync, "resync", o.resync, "informer resync period: how often everything is reconciled even without events")
 }
@@ -89,6 +98,9 @@ func (o *options) validate() error {
 		if o.retryPeriod <= 0 || o.renewDeadline <= o.retryPeriod {
 			errs = append(errs, fmt.Errorf("--leader-elect-renew-deadline %v must be greater than --leader-elect-retry-period %v, which must be positive", o.renewDeadline, o.retryPeriod))
 		}
+	}
+	if err := apiclient.Check(o.kubeAPIQPS, o.kubeAPIBurst); err != nil {
+		errs = append(errs, err)
 	}
 	if o.workers < 1 {
 		errs = append(errs, fmt.Errorf("--workers %d: want at least 1", o.workers))

@@ -5,6 +5,8 @@ import (
 	"io"
 	"strings"
 	"testing"
+
+	"github.com/sluice-net/sluice/pkg/controller/apiclient"
 )
 
 func parse(t *testing.T, args ...string) (*options, error) {
@@ -27,7 +29,8 @@ func TestOptionsDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !o.leaderElect || o.leaderElectNamespace != "kube-system" || o.kubeconfig != "" || o.workers != 1 {
+	if !o.leaderElect || o.leaderElectNamespace != "kube-system" || o.kubeconfig != "" || o.workers != apiclient.DefaultWorkers ||
+		o.kubeAPIQPS != apiclient.DefaultQPS || o.kubeAPIBurst != apiclient.DefaultBurst {
 		t.Errorf("defaults: %+v", o)
 	}
 	if !strings.Contains(o.id, "_") {
@@ -54,6 +57,10 @@ func TestOptionsValidate(t *testing.T) {
 		{[]string{"--leader-elect-retry-period=20s", "--leader-elect-lease-duration=60s", "--leader-elect-renew-deadline=15s"}, "--leader-elect-renew-deadline 15s must be greater than --leader-elect-retry-period 20s"},
 		{[]string{"--leader-elect-namespace="}, "--leader-elect-namespace must not be empty"},
 		{[]string{"--workers=0"}, "--workers 0"},
+		{[]string{"--kube-api-qps=0"}, "--kube-api-qps 0: want a positive number of requests per second"},
+		{[]string{"--kube-api-qps=-5"}, "--kube-api-qps -5"},
+		{[]string{"--kube-api-burst=0"}, "--kube-api-burst 0: want at least 1"},
+		{[]string{"--kube-api-qps=50", "--kube-api-burst=20"}, "--kube-api-burst 20 is less than --kube-api-qps 50"},
 	} {
 		_, err := parse(t, tc.args...)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

@@ -24,6 +24,7 @@ import (
 	"github.com/sluice-net/sluice/pkg/client/clientset/versioned"
 	sluicescheme "github.com/sluice-net/sluice/pkg/client/clientset/versioned/scheme"
 	sluiceinformers "github.com/sluice-net/sluice/pkg/client/informers/externalversions"
+	"github.com/sluice-net/sluice/pkg/controller/apiclient"
 	"github.com/sluice-net/sluice/pkg/controller/hostsubnet"
 	"github.com/sluice-net/sluice/pkg/controller/netnamespace"
 	"github.com/sluice-net/sluice/pkg/health"
@@ -39,8 +40,7 @@ func run(ctx context.Context, o *options) error {
 	if err != nil {
 		return err
 	}
-	cfg = rest.CopyConfig(cfg)
-	cfg.UserAgent = "sluice-controller/" + o.id
+	cfg = apiclient.Config(cfg, o.kubeAPIQPS, o.kubeAPIBurst, "sluice-controller/"+o.id)
 	kube, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		return fmt.Errorf("kubernetes client: %w", err)
@@ -49,12 +49,18 @@ func run(ctx context.Context, o *options) error {
 	if err != nil {
 		return fmt.Errorf("sluice client: %w", err)
 	}
+	// Events on a client of their own: a burst of them does not take the requests that
+	// allocations need.
+	eventsKube, err := kubernetes.NewForConfig(apiclient.Config(cfg, o.kubeAPIQPS, o.kubeAPIBurst, cfg.UserAgent))
+	if err != nil {
+		return fmt.Errorf("events client: %w", err)
+	}
 
 	// Not bound to ctx: events of the shutdown (the lease released) should still go out.
 	broadcaster := record.NewBroadcaster(record.WithContext(context.WithoutCancel(ctx)))
 	defer broadcaster.Shutdown()
 	broadcaster.StartStructuredLogging(4)
-	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: kube.CoreV1().Events("")})
+	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: eventsKube.CoreV1().Events("")})
 	recorder := broadcaster.NewRecorder(eventScheme(), corev1.EventSource{Component: "sluice-controller", Host: o.id})
 
 	// Health: alive while the process runs and, when leading, renews its lease; ready once it

@@ -110,7 +110,10 @@ func (f *fixture) newController() *ctl {
 		c.kubeInf.Core().V1().Nodes(),
 		c.sluiceInf.Sluice().V1alpha1().HostSubnets(),
 		c.sluiceInf.Sluice().V1alpha1().ClusterNetworks(),
-		c.events, Options{RateLimiter: workqueue.NewTypedItemExponentialFailureRateLimiter[key](0, 0)})
+		c.events, Options{RateLimiter: workqueue.NewTypedItemExponentialFailureRateLimiter[key](0, 0),
+			// Every status change written and every created HostSubnet checked at once, so
+			// that a pass over the queue does all of it.
+			StatusInterval: -1, VerifyInterval: -1})
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -155,6 +158,9 @@ func (c *ctl) refresh() {
 		objs = append(objs, &networks.Items[i])
 	}
 	replace(c.sluiceInf.Sluice().V1alpha1().ClusterNetworks().Informer(), objs)
+	// Replacing the caches' contents calls no event handler; an informer's relist would
+	// deliver the differences to them, which keep the subnet index.
+	c.reindex()
 }
 
 // process works the queue until it is empty (at most limit items), without refreshing.

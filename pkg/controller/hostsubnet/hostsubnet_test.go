@@ -3,13 +3,19 @@ package hostsubnet
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"strings"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	kubeinformers "k8s.io/client-go/informers"
+	"k8s.io/client-go/tools/record"
 
 	sluicev1alpha1 "github.com/sluice-net/sluice/pkg/apis/sluice/v1alpha1"
+	sluiceinformers "github.com/sluice-net/sluice/pkg/client/informers/externalversions"
 )
 
 func TestAllocatesEveryNode(t *testing.T) {
@@ -359,4 +365,174 @@ func TestStaleCacheDoesNotDelete(t *testing.T) {
 	f.wantSubnets("b=172.28.0.12,10.128.0.0/23")
 	c.settle()
 	f.wantSubnets("a=172.28.0.11,10.128.2.0/23", "b=172.28.0.12,10.128.0.0/23")
+}
+
+// wantDistinct checks that no two HostSubnets of the fake API share a subnet and that there
+// are n of them.
+func (f *fixture) wantDistinct(n int) {
+	f.t.Helper()
+	got := f.subnets()
+	if len(got) != n {
+		f.t.Fatalf("%d HostSubnets, want %d", len(got), n)
+	}
+	seen := map[string]string{}
+	for _, s := range got {
+		name, rest, _ := strings.Cut(s, "=")
+		_, sub, _ := strings.Cut(rest, ",")
+		if o, dup := seen[sub]; dup {
+			f.t.Errorf("%s and %s share %s", o, name, sub)
+		}
+		seen[sub] = name
+	}
+}
+
+// listsOfHostSubnets counts the LISTs of HostSubnets sent to the fake API server.
+func (f *fixture) listsOfHostSubnets() int {
+	n := 0
+	for _, a := range f.sluice.Actions() {
+		if a.GetVerb() == "list" && a.GetResource().Resource == "hostsubnets" {
+			n++
+		}
+	}
+	return n
+}
+
+// TestManyNodesOnePass allocates 3,000 nodes in one pass over the queue from a cache that
+// never catches up: every node gets its own subnet, in name order from the lowest, and the
+// created HostSubnets are checked against the API server together (one LIST, not one per
+// node as before the index).
+func TestManyNodesOnePass(t *testing.T) {
+	const n = 3000
+	f := newFixture(t, network("172.30.0.0/16", entry("10.64.0.0/10", 9)))
+	for i := range n {
+		if _, err := f.kube.CoreV1().Nodes().Create(context.Background(), node(fmt.Sprintf("node%05d", i), fmt.Sprintf("100.64.%d.%d", i/250, 1+i%250)), metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := f.newController()
+	c.events = record.NewFakeRecorder(2 * n) // one event per node; the fake blocks when full
+	c.recorder = c.events
+	f.sluice.ClearActions()
+	c.enqueueAll()
+	c.process(3 * n)
+	lists := f.listsOfHostSubnets()
+	f.wantDistinct(n)
+	hs, err := f.sluice.SluiceV1alpha1().HostSubnets().Get(context.Background(), "node02999", metav1.GetOptions{})
+	if err != nil || hs.Spec.Subnet != "10.87.110.0/23" {
+		t.Errorf("node02999: %v, %v; want 10.87.110.0/23, the 3000th /23", hs, err)
+	}
+	if lists != 1 {
+		t.Errorf("%d LISTs of HostSubnets for %d allocations, want 1", lists, n)
+	}
+	if st := f.status(); st.AllocatedSubnets != n {
+		t.Errorf("status allocated %d, want %d", st.AllocatedSubnets, n)
+	}
+	c.refresh()
+	c.enqueueAll()
+	c.process(3 * n)
+	f.wantDistinct(n)
+}
+
+// TestManyNodesParallelWorkers runs the controller as cmd/sluice-controller does, with 8
+// workers allocating at once and informers following the fake API, while 1,000 nodes are
+// created and some of them deleted: no subnet is ever held by two HostSubnets, and freed
+// subnets are handed out again.
+func TestManyNodesParallelWorkers(t *testing.T) {
+	f := newFixture(t, network("172.30.0.0/16", entry("10.64.0.0/10", 9)))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	kubeInf := kubeinformers.NewSharedInformerFactory(f.kube, 0)
+	sluiceInf := sluiceinformers.NewSharedInformerFactory(f.sluice, 0)
+	c, err := New(f.kube, f.sluice, kubeInf.Core().V1().Nodes(),
+		sluiceInf.Sluice().V1alpha1().HostSubnets(), sluiceInf.Sluice().V1alpha1().ClusterNetworks(),
+		record.NewFakeRecorder(5000), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kubeInf.Start(ctx.Done())
+	sluiceInf.Start(ctx.Done())
+	done := make(chan error)
+	go func() { done <- c.Run(ctx, 8) }()
+
+	// The check runs while the controller works: any two HostSubnets sharing a subnet at
+	// any moment are a failure, not only at the end.
+	dupes := make(chan string, 1)
+	stopWatch := make(chan struct{})
+	watchDone := make(chan struct{})
+	go func() {
+		defer close(watchDone)
+		for {
+			select {
+			case <-stopWatch:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+			list, err := f.sluice.SluiceV1alpha1().HostSubnets().List(ctx, metav1.ListOptions{})
+			if err != nil {
+				continue
+			}
+			seen := map[string]string{}
+			for _, hs := range list.Items {
+				if o, dup := seen[hs.Spec.Subnet]; dup {
+					select {
+					case dupes <- fmt.Sprintf("%s and %s share %s", o, hs.Name, hs.Spec.Subnet):
+					default:
+					}
+				}
+				seen[hs.Spec.Subnet] = hs.Name
+			}
+		}
+	}()
+
+	const n = 1000
+	create := func(from, to int) {
+		for i := from; i < to; i++ {
+			if _, err := f.kube.CoreV1().Nodes().Create(ctx, node(fmt.Sprintf("node%04d", i), fmt.Sprintf("100.64.%d.%d", i/250, 1+i%250)), metav1.CreateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			// The fake API's watches hold 100 events and panic when full.
+			time.Sleep(time.Millisecond)
+		}
+	}
+	waitCount := func(what string, want int) {
+		t.Helper()
+		err := wait.PollUntilContextTimeout(ctx, 20*time.Millisecond, 60*time.Second, true, func(context.Context) (bool, error) {
+			l, err := f.sluice.SluiceV1alpha1().HostSubnets().List(ctx, metav1.ListOptions{})
+			return err == nil && len(l.Items) == want, nil
+		})
+		if err != nil {
+			t.Fatalf("%s: %d HostSubnets, want %d", what, len(f.subnets()), want)
+		}
+	}
+	create(0, n/2)
+	waitCount("first half", n/2)
+	for i := 0; i < n/2; i += 10 {
+		if err := f.kube.CoreV1().Nodes().Delete(ctx, fmt.Sprintf("node%04d", i), metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	create(n/2, n)
+	waitCount("all", n-n/20)
+	close(stopWatch)
+	<-watchDone
+	select {
+	case d := <-dupes:
+		t.Errorf("a subnet was held twice: %s", d)
+	default:
+	}
+	f.wantDistinct(n - n/20)
+	// The 50 freed subnets went to new nodes: the lowest 950 host subnets are the ones held.
+	for _, s := range f.subnets() {
+		_, rest, _ := strings.Cut(s, "=")
+		_, sub, _ := strings.Cut(rest, ",")
+		p := netip.MustParsePrefix(sub)
+		if idx := (int(p.Addr().As4()[1]-64)<<8 | int(p.Addr().As4()[2])) / 2; idx >= n-n/20 {
+			t.Errorf("%s: beyond the lowest %d host subnets, although freed ones were available", s, n-n/20)
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("Run: %v", err)
+	}
 }

@@ -5,7 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"sort"
+	"slices"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -80,7 +81,7 @@ func (c *Controller) syncNode(ctx context.Context, name string) error {
 		logger.V(2).Info("ClusterNetwork spec is invalid; allocating nothing", "err", err)
 		return nil
 	}
-	return c.allocate(ctx, node, ip, alloc, nil)
+	return c.allocate(ctx, node, ip, alloc, nil, 1)
 }
 
 // syncExisting keeps an existing HostSubnet: its subnet never changes (pods hold addresses
@@ -89,11 +90,7 @@ func (c *Controller) syncNode(ctx context.Context, name string) error {
 // invalid one existing HostSubnets are left as they are.
 func (c *Controller) syncExisting(ctx context.Context, node *corev1.Node, hs *sluicev1alpha1.HostSubnet, ip string) error {
 	logger := klog.FromContext(ctx)
-	all, err := c.subnets.List(everything())
-	if err != nil {
-		return err
-	}
-	if older := olderOverlapping(hs, all); older != nil {
+	if older := c.olderOverlappingCached(hs); older != nil {
 		if alloc := c.validAllocator(); alloc != nil {
 			// The cache may be behind: deleting a HostSubnet whose subnet pods use is not
 			// done on its word. Both must still be there, as seen, on the API server.
@@ -111,7 +108,7 @@ func (c *Controller) syncExisting(ctx context.Context, node *corev1.Node, hs *sl
 			if ip == "" {
 				return nil // the node gets a subnet once it has an InternalIP
 			}
-			return c.allocate(ctx, node, ip, alloc, fresh)
+			return c.allocate(ctx, node, ip, alloc, fresh, 1)
 		}
 		logger.Info("HostSubnet overlaps an older one, but the ClusterNetwork spec is invalid; leaving both", "older", older.Name)
 	}
@@ -159,73 +156,128 @@ func (c *Controller) validAllocator() *subnet.Allocator {
 	return alloc
 }
 
-// maxAttempts bounds how often allocate tries again after losing an overlap in one call.
+// maxAttempts bounds how often a node's allocation is made again after losing overlaps
+// one after another; then its key is retried with the queue's backoff.
 const maxAttempts = 3
 
-// allocate gives the node the next free host subnet and checks the result against a fresh
-// list from the API server. The subnets in use are the cache's (and our pending ones), or
-// fresh's when it is not nil. After losing an overlap it allocates again from that list,
-// which is authoritative, instead of waiting for the cache.
-func (c *Controller) allocate(ctx context.Context, node *corev1.Node, ip string, alloc *subnet.Allocator, fresh []*sluicev1alpha1.HostSubnet) error {
+// allocate gives the node the next free host subnet: it reserves the subnet in the index
+// (other workers allocate meanwhile), creates the HostSubnet and leaves it to verify to check
+// against the API server. The subnets in use are the index's (the cache's and our
+// reservations), or fresh's and our reservations when fresh is not nil: after losing an
+// overlap it allocates from that list, which is authoritative, instead of waiting for the
+// cache. attempt counts the allocations of this node since its last success.
+func (c *Controller) allocate(ctx context.Context, node *corev1.Node, ip string, alloc *subnet.Allocator, fresh []*sluicev1alpha1.HostSubnet, attempt int) error {
 	logger := klog.FromContext(ctx)
-	c.allocMu.Lock()
-	defer c.allocMu.Unlock()
+	s, token, err := c.reserve(alloc, fresh, node.Name)
+	if errors.Is(err, subnet.ErrExhausted) {
+		logger.Info("No free host subnet", "err", err)
+		c.recorder.Eventf(node, corev1.EventTypeWarning, ReasonSubnetsExhausted,
+			"no host subnet for this node: %v; add a cluster network to ClusterNetwork %q or remove nodes", err, sluicev1alpha1.ClusterNetworkName)
+		c.queueStatus()
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	hs := &sluicev1alpha1.HostSubnet{
+		ObjectMeta: metav1.ObjectMeta{Name: node.Name},
+		Spec:       sluicev1alpha1.HostSubnetSpec{Host: node.Name, HostIP: ip, Subnet: s.String()},
+	}
+	made, err := c.sluice.SluiceV1alpha1().HostSubnets().Create(ctx, hs, metav1.CreateOptions{})
+	if err != nil {
+		c.mu.Lock()
+		c.release(token)
+		c.mu.Unlock()
+		// AlreadyExists too: our cache is behind; reconcile again once it shows.
+		return fmt.Errorf("create HostSubnet %s: %w", node.Name, err)
+	}
+	c.mu.Lock()
+	if old, ok := c.pending[made.Name]; ok && old.token != token {
+		c.release(old.token)
+	}
+	c.pending[made.Name] = pendingSubnet{uid: string(made.UID), subnet: s, token: token}
+	c.unverified[made.Name] = created{hs: made, node: node, attempt: attempt}
+	c.mu.Unlock()
+	logger.V(2).Info("Created HostSubnet", "subnet", s, "hostIP", ip)
+	c.queueStatus()
+	c.queueVerify()
+	return nil
+}
 
-	var used []netip.Prefix
-	if fresh != nil {
-		used = c.usedBy(fresh, "")
-	} else {
-		var err error
-		if used, err = c.allocated(); err != nil {
-			return err
+// verify checks every HostSubnet created since the last check against one list from the API
+// server (a quorum read): another controller may have handed the same subnet to another node
+// from its own stale view. Of two overlapping, the younger is deleted and its node allocated
+// again from that list.
+func (c *Controller) verify(ctx context.Context) error {
+	c.mu.Lock()
+	batch := c.unverified
+	c.unverified = map[string]created{}
+	c.mu.Unlock()
+	if len(batch) == 0 {
+		return nil
+	}
+	all, err := c.listFromAPI(ctx)
+	if err != nil {
+		c.mu.Lock()
+		for name, u := range batch {
+			if _, newer := c.unverified[name]; !newer {
+				c.unverified[name] = u
+			}
+		}
+		c.mu.Unlock()
+		// The cached path settles any overlap once the cache shows it; this retries.
+		return fmt.Errorf("list HostSubnets to check %d created ones: %w", len(batch), err)
+	}
+	ix := subnet.NewIndex(nil)
+	byName := make(map[string]*sluicev1alpha1.HostSubnet, len(all))
+	for _, hs := range all {
+		byName[hs.Name] = hs
+		if p, err := subnet.ParseCIDR(hs.Spec.Subnet); err == nil {
+			ix.Set(hs.Name, p)
 		}
 	}
-	for attempt := 1; ; attempt++ {
-		s, err := alloc.Next(used)
-		if errors.Is(err, subnet.ErrExhausted) {
-			logger.Info("No free host subnet", "err", err)
-			c.recorder.Eventf(node, corev1.EventTypeWarning, ReasonSubnetsExhausted,
-				"no host subnet for this node: %v; add a cluster network to ClusterNetwork %q or remove nodes", err, sluicev1alpha1.ClusterNetworkName)
-			c.queue.Add(theStatus)
-			return nil
+	names := make([]string, 0, len(batch))
+	for name := range batch {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	var errs []error
+	for _, name := range names {
+		u := batch[name]
+		logger := klog.FromContext(ctx).WithValues("node", name)
+		cur, ok := byName[name]
+		if !ok || cur.UID != u.hs.UID {
+			continue // deleted since, or replaced: its successor is checked on its own
 		}
-		if err != nil {
-			return err
-		}
-
-		hs := &sluicev1alpha1.HostSubnet{
-			ObjectMeta: metav1.ObjectMeta{Name: node.Name},
-			Spec:       sluicev1alpha1.HostSubnetSpec{Host: node.Name, HostIP: ip, Subnet: s.String()},
-		}
-		created, err := c.sluice.SluiceV1alpha1().HostSubnets().Create(ctx, hs, metav1.CreateOptions{})
-		if err != nil {
-			// AlreadyExists too: our cache is behind; reconcile again once it shows.
-			return fmt.Errorf("create HostSubnet %s: %w", node.Name, err)
-		}
-		c.addPending(created, s)
-		c.queue.Add(theStatus)
-
-		// Another controller may have handed the same subnet to another node from its own
-		// stale view. Ask the API server, not the cache.
-		all, err := c.listFromAPI(ctx)
-		if err != nil {
-			// The cached path settles any overlap once the cache shows it.
-			return fmt.Errorf("list HostSubnets to check %s: %w", created.Name, err)
-		}
-		older := olderOverlapping(created, all)
+		older := olderAmong(cur, ix, byName)
 		if older == nil {
-			logger.Info("Allocated host subnet", "subnet", s, "hostIP", ip)
-			c.recorder.Eventf(node, corev1.EventTypeNormal, ReasonAllocated, "allocated host subnet %s (HostSubnet %s)", s, created.Name)
-			return nil
+			logger.Info("Allocated host subnet", "subnet", cur.Spec.Subnet, "hostIP", cur.Spec.HostIP)
+			c.recorder.Eventf(u.node, corev1.EventTypeNormal, ReasonAllocated, "allocated host subnet %s (HostSubnet %s)", cur.Spec.Subnet, cur.Name)
+			continue
 		}
-		if err := c.yield(ctx, node, created, older); err != nil {
-			return err
+		if err := c.yield(klog.NewContext(ctx, logger), u.node, cur, older); err != nil {
+			errs = append(errs, err)
+			continue
 		}
-		if attempt == maxAttempts {
-			return errConflictLost
+		if u.attempt >= maxAttempts {
+			logger.Info("Giving up for now", "err", errConflictLost)
+			c.queue.AddRateLimited(key{kind: nodeKey, name: name})
+			continue
 		}
-		used = c.usedBy(all, created.Name)
+		node, err := c.nodes.Get(name)
+		if err != nil {
+			continue // gone: nothing to allocate
+		}
+		ip, alloc := internalIP(node), c.validAllocator()
+		if ip == "" || alloc == nil {
+			continue
+		}
+		if err := c.allocate(klog.NewContext(ctx, logger), node, ip, alloc, all, u.attempt+1); err != nil {
+			errs = append(errs, err)
+			c.queue.AddRateLimited(key{kind: nodeKey, name: name})
+		}
 	}
+	return errors.Join(errs...)
 }
 
 // yield deletes mine, which overlaps the older HostSubnet.
@@ -252,28 +304,6 @@ func (c *Controller) listFromAPI(ctx context.Context) ([]*sluicev1alpha1.HostSub
 		all[i] = &list.Items[i]
 	}
 	return all, nil
-}
-
-// usedBy is the subnets of hostSubnets other than except, and our pending ones (a pending
-// subnet may also be in the list: counting a subnet twice changes nothing).
-func (c *Controller) usedBy(hostSubnets []*sluicev1alpha1.HostSubnet, except string) []netip.Prefix {
-	var out []netip.Prefix
-	for _, hs := range hostSubnets {
-		if hs.Name == except {
-			continue
-		}
-		if p, err := subnet.ParseCIDR(hs.Spec.Subnet); err == nil {
-			out = append(out, p)
-		}
-	}
-	c.pendingMu.Lock()
-	defer c.pendingMu.Unlock()
-	for name, p := range c.pending {
-		if name != except {
-			out = append(out, p.subnet)
-		}
-	}
-	return out
 }
 
 // free deletes the HostSubnet of a node that no longer exists.
@@ -317,41 +347,52 @@ func (c *Controller) delete(ctx context.Context, hs *sluicev1alpha1.HostSubnet) 
 		return fmt.Errorf("delete HostSubnet %s: %w", hs.Name, err)
 	}
 	c.forgetPending(hs.Name, string(hs.UID))
-	c.queue.Add(theStatus)
+	c.queueStatus()
 	return nil
 }
 
-// allocated is every subnet held by a HostSubnet in the cache or created by us since.
-// HostSubnets whose subnet does not parse hold nothing (the CRD does not admit them).
-func (c *Controller) allocated() ([]netip.Prefix, error) {
-	all, err := c.subnets.List(everything())
-	if err != nil {
-		return nil, err
-	}
-	return c.usedBy(all, ""), nil
-}
-
-// olderOverlapping returns the oldest HostSubnet among all whose subnet overlaps hs's and
-// that is older than hs, or nil.
-func olderOverlapping(hs *sluicev1alpha1.HostSubnet, all []*sluicev1alpha1.HostSubnet) *sluicev1alpha1.HostSubnet {
+// olderOverlappingCached returns the oldest HostSubnet in the cache whose subnet overlaps
+// hs's and that is older than hs, or nil.
+func (c *Controller) olderOverlappingCached(hs *sluicev1alpha1.HostSubnet) *sluicev1alpha1.HostSubnet {
 	mine, err := subnet.ParseCIDR(hs.Spec.Subnet)
 	if err != nil {
 		return nil
 	}
-	var found []*sluicev1alpha1.HostSubnet
-	for _, o := range all {
-		if o.Name == hs.Name {
+	c.mu.Lock()
+	keys := c.index.Overlapping(mine)
+	c.mu.Unlock()
+	var found *sluicev1alpha1.HostSubnet
+	for _, k := range keys {
+		name, ok := strings.CutPrefix(k, "h/")
+		if !ok || name == hs.Name {
 			continue
 		}
-		if p, err := subnet.ParseCIDR(o.Spec.Subnet); err == nil && p.Overlaps(mine) && older(o, hs) {
-			found = append(found, o)
+		// The index follows the cache's events: ask the cache for the object itself.
+		o, err := c.subnets.Get(name)
+		if err != nil {
+			continue
+		}
+		if p, err := subnet.ParseCIDR(o.Spec.Subnet); err == nil && p.Overlaps(mine) && older(o, hs) && (found == nil || older(o, found)) {
+			found = o
 		}
 	}
-	if len(found) == 0 {
+	return found
+}
+
+// olderAmong returns the oldest of byName (indexed by name in ix) whose subnet overlaps hs's
+// and that is older than hs, or nil.
+func olderAmong(hs *sluicev1alpha1.HostSubnet, ix *subnet.Index, byName map[string]*sluicev1alpha1.HostSubnet) *sluicev1alpha1.HostSubnet {
+	mine, err := subnet.ParseCIDR(hs.Spec.Subnet)
+	if err != nil {
 		return nil
 	}
-	sort.Slice(found, func(i, j int) bool { return older(found[i], found[j]) })
-	return found[0]
+	var found *sluicev1alpha1.HostSubnet
+	for _, name := range ix.Overlapping(mine) {
+		if o := byName[name]; name != hs.Name && o != nil && older(o, hs) && (found == nil || older(o, found)) {
+			found = o
+		}
+	}
+	return found
 }
 
 // older orders HostSubnets by creationTimestamp, then by name (timestamps have a granularity
@@ -378,15 +419,9 @@ func internalIP(node *corev1.Node) string {
 
 // Pending allocations.
 
-func (c *Controller) addPending(hs *sluicev1alpha1.HostSubnet, s netip.Prefix) {
-	c.pendingMu.Lock()
-	defer c.pendingMu.Unlock()
-	c.pending[hs.Name] = pendingSubnet{uid: string(hs.UID), subnet: s}
-}
-
 func (c *Controller) pendingOf(name string) (pendingSubnet, bool) {
-	c.pendingMu.Lock()
-	defer c.pendingMu.Unlock()
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	p, ok := c.pending[name]
 	return p, ok
 }
@@ -397,16 +432,26 @@ func (c *Controller) pendingFor(name string) bool {
 }
 
 // forgetPendingSeen drops the pending entry of a HostSubnet the cache now shows (the same
-// object: a stale copy of one we deleted does not count).
+// object: a stale copy of one we deleted does not count). The cache's store is updated before
+// its event handlers run: the HostSubnet goes into the index here, before its reservation is
+// dropped, or another worker could take its subnet in between.
 func (c *Controller) forgetPendingSeen(hs *sluicev1alpha1.HostSubnet) {
-	c.forgetPending(hs.Name, string(hs.UID))
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if p, ok := c.pending[hs.Name]; ok && (p.uid == "" || p.uid == string(hs.UID)) {
+		c.indexCached(hs, true)
+		c.release(p.token)
+		delete(c.pending, hs.Name)
+	}
 }
 
-// forgetPending drops the pending entry of name if it is the object uid (any when uid is "").
+// forgetPending drops the pending entry of name, and its reservation, if it is the object
+// uid (any when uid is "").
 func (c *Controller) forgetPending(name, uid string) {
-	c.pendingMu.Lock()
-	defer c.pendingMu.Unlock()
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	if p, ok := c.pending[name]; ok && (p.uid == "" || p.uid == uid) {
+		c.release(p.token)
 		delete(c.pending, name)
 	}
 }

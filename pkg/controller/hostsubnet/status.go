@@ -85,11 +85,10 @@ func (c *Controller) desiredStatus(cn *sluicev1alpha1.ClusterNetwork) (*sluicev1
 	}
 	set(sluicev1alpha1.ClusterNetworkInvalidSpec, false, ReasonValid, "the spec is valid")
 
-	used, err := c.allocated()
-	if err != nil {
-		return nil, err
-	}
-	capacity, inUse := alloc.Capacity(), alloc.Used(used)
+	c.mu.Lock()
+	inUse := c.indexFor(alloc).Used()
+	c.mu.Unlock()
+	capacity := alloc.Capacity()
 	status.AllocatedSubnets = clampInt32(inUse)
 	status.Capacity = capacity
 
