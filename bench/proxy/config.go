@@ -29,6 +29,7 @@ var (
 	sizesF       = flag.String("sizes", "1000,10000,30000", "numbers of Services to measure at (each with --endpoints endpoints); 10 is always measured first as the baseline")
 	endpointsF   = flag.Int("endpoints", 10, "endpoints per Service")
 	repeatsF     = flag.Int("repeats", 3, "repeats of every proxy's measurement at each size, the proxies' order reversed every other repeat; medians and spreads are over repeats")
+	bigRepeatsF  = flag.Int("big-repeats", 3, "repeats at sizes above 10000 (a kube-proxy nftables cold start there takes minutes); fewer than 3 is labelled in the report")
 	heapProfF    = flag.Bool("heap-profiles", true, "fetch Sluice's heap profiles (sluice-agent --debug-bind-address) at the end of each of its runs into bench/results/ (not for sluice-baseline)")
 	repsF        = flag.Int("reps", 3, "cold starts per proxy, size and repeat (the median is the repeat's figure)")
 	bigRepsF     = flag.Int("big-reps", 1, "cold starts per proxy at sizes above 10000")

@@ -80,6 +80,14 @@ func logf(format string, a ...any) {
 	os.Stderr.WriteString(line)
 }
 
+// repeatsAt is the number of repeats at size.
+func repeatsAt(size int) int {
+	if size > 10000 {
+		return *bigRepeatsF
+	}
+	return *repeatsF
+}
+
 // resultsOrder is the proxies' order in repeat rep: as given in even
 // repeats, reversed in odd ones, so that none always runs first.
 func resultsOrder(rep int, proxies []proxyKind) []proxyKind { return results.Rotate(rep, proxies) }
@@ -114,8 +122,8 @@ func inner() error {
 		}
 		proxies = append(proxies, k)
 	}
-	if *repeatsF < 1 {
-		return fmt.Errorf("--repeats %d: want at least 1", *repeatsF)
+	if *repeatsF < 1 || *bigRepeatsF < 1 {
+		return fmt.Errorf("--repeats %d, --big-repeats %d: want at least 1", *repeatsF, *bigRepeatsF)
 	}
 	root, err := image.FindSource(".")
 	if err != nil {
@@ -142,7 +150,7 @@ sizesLoop:
 			stopped = err
 			break
 		}
-		for rep := range *repeatsF {
+		for rep := range repeatsAt(size) {
 			b.repeat = rep
 			b.flush()
 			flushConntrack()
@@ -159,7 +167,7 @@ sizesLoop:
 					logf("%s at %d Services: skipped (--iptables-max %d)", p.label, size, *iptMaxF)
 					continue
 				}
-				logf("%s at %d Services, repeat %d of %d", p.label, size, rep+1, *repeatsF)
+				logf("%s at %d Services, repeat %d of %d", p.label, size, rep+1, repeatsAt(size))
 				r := b.measure(p, size)
 				if ctx.Err() != nil { // interrupted in the middle: not a result
 					stopped = ctx.Err()

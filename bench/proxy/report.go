@@ -31,6 +31,11 @@ func report(sizes []int, proxies []proxyKind, res map[string]map[int][]*result, 
 		"kube-proxy %s runs with its defaults (`--min-sync-period` 1 s) plus `--cluster-cidr` and conntrack sysctls left alone; Sluice is `sluice-agent --services-only`. "+
 		"Every proxy is measured %d times at each size (repeats), the proxies' order reversed every other repeat; a cell is the median over repeats with the range in brackets, \"median (min–max)\"; "+
 		"a ratio is taken within each repeat (both proxies measured minutes apart on the same lab), then its median and range.\n\n", kube, *endpointsF, kube, *repeatsF)
+	for _, size := range sizes {
+		if n := repeatsAt(size); n < 3 {
+			fmt.Fprintf(&w, "**At %d Services: %d repeat(s) only** (`--big-repeats %d`): its figures are from %s, not medians; its ratios are still against kube-proxy in the same run.\n\n", size, n, n, map[bool]string{true: "one run", false: fmt.Sprintf("%d runs", n)}[n == 1])
+		}
+	}
 
 	label := func(name string) string { return allProxies[name].label }
 	has := func(name string) bool { return res[name] != nil }
