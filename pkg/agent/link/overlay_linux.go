@@ -55,6 +55,14 @@ func vtepIP(subnet netip.Prefix) netip.Addr { return subnet.Masked().Addr() }
 // neighbour entry is static, from HostSubnets), the node's address as
 // source, the VTEP address of the local subnet.
 func (o *Overlay) Ensure() error {
+	_, err := o.EnsureDevice()
+	return err
+}
+
+// EnsureDevice is Ensure, and reports whether it made the device anew (then
+// it holds no forwarding entry, neighbour or route: a full SyncRemotes is
+// needed).
+func (o *Overlay) EnsureDevice() (created bool, err error) {
 	want := &netlink.Vxlan{
 		LinkAttrs: netlink.LinkAttrs{Name: VXLANDevice, MTU: o.UnderlayMTU - VXLANOverhead, HardwareAddr: VTEPMAC(o.LocalIP)},
 		VxlanId:   o.VNI,
@@ -67,21 +75,24 @@ func (o *Overlay) Ensure() error {
 		if v, ok := l.(*netlink.Vxlan); !ok || v.VxlanId != o.VNI || v.Port != o.Port || !v.SrcAddr.Equal(want.SrcAddr) {
 			// Parameters cannot change in place: recreate.
 			if err := netlink.LinkDel(l); err != nil {
-				return err
+				return false, err
 			}
 			l = nil
 		}
 	}
 	if l == nil || err != nil {
 		if err := netlink.LinkAdd(want); err != nil {
-			return fmt.Errorf("create %s: %w", VXLANDevice, err)
+			return false, fmt.Errorf("create %s: %w", VXLANDevice, err)
 		}
 		if l, err = netlink.LinkByName(VXLANDevice); err != nil {
-			return err
+			return true, err
 		}
+		created = true
 	}
-	if err := netlink.LinkSetMTU(l, o.UnderlayMTU-VXLANOverhead); err != nil {
-		return err
+	if l.Attrs().MTU != o.UnderlayMTU-VXLANOverhead {
+		if err := netlink.LinkSetMTU(l, o.UnderlayMTU-VXLANOverhead); err != nil {
+			return created, err
+		}
 	}
 	addr := &netlink.Addr{IPNet: hostPrefix(vtepIP(o.LocalSubnet))}
 	addrs, _ := netlink.AddrList(l, unix.AF_INET)
@@ -91,9 +102,12 @@ func (o *Overlay) Ensure() error {
 		}
 	}
 	if err := netlink.AddrAdd(l, addr); err != nil && !errors.Is(err, os.ErrExist) {
-		return fmt.Errorf("address on %s: %w", VXLANDevice, err)
+		return created, fmt.Errorf("address on %s: %w", VXLANDevice, err)
 	}
-	return netlink.LinkSetUp(l)
+	if l.Attrs().Flags&net.FlagUp == 0 {
+		return created, netlink.LinkSetUp(l)
+	}
+	return created, nil
 }
 
 // SyncRemotes makes the overlay reach exactly the given remote subnets: for
@@ -111,23 +125,10 @@ func (o *Overlay) SyncRemotes(remotes []Remote) error {
 	wantNeigh := map[string]bool{}
 	wantFDB := map[string]bool{}
 	for _, r := range remotes {
-		mac := VTEPMAC(r.NodeIP)
-		vtep := vtepIP(r.Subnet)
 		wantRoutes[r.Subnet.Masked().String()] = true
-		wantNeigh[vtep.String()] = true
-		wantFDB[mac.String()] = true
-		if err := netlink.NeighSet(&netlink.Neigh{LinkIndex: idx, State: netlink.NUD_PERMANENT, Type: unix.RTN_UNICAST,
-			IP: vtep.AsSlice(), HardwareAddr: mac}); err != nil {
-			errs = append(errs, fmt.Errorf("neighbour %s for %s: %w", vtep, r.Node, err))
-		}
-		if err := netlink.NeighSet(&netlink.Neigh{LinkIndex: idx, Family: unix.AF_BRIDGE, Flags: netlink.NTF_SELF,
-			State: netlink.NUD_PERMANENT, IP: r.NodeIP.AsSlice(), HardwareAddr: mac}); err != nil {
-			errs = append(errs, fmt.Errorf("fdb %s → %s for %s: %w", mac, r.NodeIP, r.Node, err))
-		}
-		if err := netlink.RouteReplace(&netlink.Route{LinkIndex: idx, Dst: prefixNet(r.Subnet), Gw: vtep.AsSlice(),
-			Flags: int(netlink.FLAG_ONLINK), Protocol: RouteProtocol, Src: vtepIP(o.LocalSubnet).AsSlice()}); err != nil {
-			errs = append(errs, fmt.Errorf("route to %s (%s): %w", r.Subnet, r.Node, err))
-		}
+		wantNeigh[vtepIP(r.Subnet).String()] = true
+		wantFDB[VTEPMAC(r.NodeIP).String()] = true
+		errs = append(errs, o.setNeigh(idx, r), o.setFDB(idx, r), o.setRoute(idx, r))
 	}
 	routes, _ := netlink.RouteListFiltered(unix.AF_INET, &netlink.Route{LinkIndex: idx, Protocol: RouteProtocol},
 		netlink.RT_FILTER_OIF|netlink.RT_FILTER_PROTOCOL)
@@ -149,6 +150,159 @@ func (o *Overlay) SyncRemotes(remotes []Remote) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// overlayEntries are the kernel entries a list of remotes asks for, by key:
+// routes by subnet (via the subnet's VTEP address), neighbours by VTEP
+// address (its MAC) and FDB entries by MAC (the node's address). When two
+// remotes ask for one key the later wins, as in SyncRemotes, which writes
+// them in order.
+type overlayEntries struct {
+	routes map[netip.Prefix]Remote
+	neighs map[netip.Addr]Remote
+	fdb    map[string]Remote
+}
+
+func entriesOf(remotes []Remote) overlayEntries {
+	e := overlayEntries{routes: make(map[netip.Prefix]Remote, len(remotes)),
+		neighs: make(map[netip.Addr]Remote, len(remotes)), fdb: make(map[string]Remote, len(remotes))}
+	for _, r := range remotes {
+		e.routes[r.Subnet.Masked()] = r
+		e.neighs[vtepIP(r.Subnet)] = r
+		e.fdb[VTEPMAC(r.NodeIP).String()] = r
+	}
+	return e
+}
+
+// remoteDiff is what turns the entries of one list of remotes into
+// another's: entries to write (new, or of another value) and entries to
+// delete (the key is gone), each carrying the remote that asked for it.
+type remoteDiff struct {
+	setRoutes, delRoutes []Remote
+	setNeighs, delNeighs []Remote
+	setFDB, delFDB       []Remote
+}
+
+func (d remoteDiff) empty() bool {
+	return len(d.setRoutes)+len(d.delRoutes)+len(d.setNeighs)+len(d.delNeighs)+len(d.setFDB)+len(d.delFDB) == 0
+}
+
+// diffRemotes compares the entries of prev and want. A route's value is
+// fixed by its key (the subnet's VTEP address); a neighbour's is the MAC of
+// the remote's node, an FDB entry's the node's address.
+func diffRemotes(prev, want []Remote) remoteDiff {
+	p, w := entriesOf(prev), entriesOf(want)
+	var d remoteDiff
+	for k, r := range w.routes {
+		if _, ok := p.routes[k]; !ok {
+			d.setRoutes = append(d.setRoutes, r)
+		}
+	}
+	for k, r := range p.routes {
+		if _, ok := w.routes[k]; !ok {
+			d.delRoutes = append(d.delRoutes, r)
+		}
+	}
+	for k, r := range w.neighs {
+		if o, ok := p.neighs[k]; !ok || VTEPMAC(o.NodeIP).String() != VTEPMAC(r.NodeIP).String() {
+			d.setNeighs = append(d.setNeighs, r)
+		}
+	}
+	for k, r := range p.neighs {
+		if _, ok := w.neighs[k]; !ok {
+			d.delNeighs = append(d.delNeighs, r)
+		}
+	}
+	for k, r := range w.fdb {
+		if o, ok := p.fdb[k]; !ok || o.NodeIP != r.NodeIP {
+			d.setFDB = append(d.setFDB, r)
+		}
+	}
+	for k, r := range p.fdb {
+		if o, ok := w.fdb[k]; !ok || o.NodeIP != r.NodeIP {
+			// The entry for the old address goes (an FDB entry is keyed by MAC
+			// and destination; writing the new one does not replace it).
+			d.delFDB = append(d.delFDB, r)
+		}
+	}
+	return d
+}
+
+// UpdateRemotes changes the overlay from prev, the remotes the last
+// successful SyncRemotes or UpdateRemotes programmed, to want: it writes
+// only the entries that are new or changed and deletes only those want no
+// longer asks for, so that a node joining or leaving costs a few netlink
+// messages instead of a pass over every remote. An entry already gone is
+// not an error. It trusts that the kernel holds prev's entries: after an
+// error, or when that may not hold, call SyncRemotes.
+func (o *Overlay) UpdateRemotes(prev, want []Remote) error {
+	d := diffRemotes(prev, want)
+	if d.empty() {
+		return nil
+	}
+	l, err := netlink.LinkByName(VXLANDevice)
+	if err != nil {
+		return err
+	}
+	idx := l.Attrs().Index
+	var errs []error
+	// A deletion names the entry's key (a route of any scope: NOWHERE); it
+	// is gone already when the kernel finds none.
+	gone := func(err error) bool { return errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ESRCH) }
+	// Deletions first: a moved node's old FDB entry goes before its new one
+	// is written.
+	for _, r := range d.delRoutes {
+		if err := netlink.RouteDel(&netlink.Route{LinkIndex: idx, Dst: prefixNet(r.Subnet), Protocol: RouteProtocol, Scope: netlink.SCOPE_NOWHERE}); err != nil && !gone(err) {
+			errs = append(errs, fmt.Errorf("delete the route to %s (%s): %w", r.Subnet, r.Node, err))
+		}
+	}
+	for _, r := range d.delNeighs {
+		if err := netlink.NeighDel(&netlink.Neigh{LinkIndex: idx, Family: unix.AF_INET, IP: vtepIP(r.Subnet).AsSlice()}); err != nil && !gone(err) {
+			errs = append(errs, fmt.Errorf("delete neighbour %s (%s): %w", vtepIP(r.Subnet), r.Node, err))
+		}
+	}
+	for _, r := range d.delFDB {
+		if err := netlink.NeighDel(&netlink.Neigh{LinkIndex: idx, Family: unix.AF_BRIDGE, Flags: netlink.NTF_SELF,
+			IP: r.NodeIP.AsSlice(), HardwareAddr: VTEPMAC(r.NodeIP)}); err != nil && !gone(err) {
+			errs = append(errs, fmt.Errorf("delete fdb %s → %s (%s): %w", VTEPMAC(r.NodeIP), r.NodeIP, r.Node, err))
+		}
+	}
+	for _, r := range d.setNeighs {
+		errs = append(errs, o.setNeigh(idx, r))
+	}
+	for _, r := range d.setFDB {
+		errs = append(errs, o.setFDB(idx, r))
+	}
+	for _, r := range d.setRoutes {
+		errs = append(errs, o.setRoute(idx, r))
+	}
+	return errors.Join(errs...)
+}
+
+func (o *Overlay) setNeigh(idx int, r Remote) error {
+	vtep := vtepIP(r.Subnet)
+	if err := netlink.NeighSet(&netlink.Neigh{LinkIndex: idx, State: netlink.NUD_PERMANENT, Type: unix.RTN_UNICAST,
+		IP: vtep.AsSlice(), HardwareAddr: VTEPMAC(r.NodeIP)}); err != nil {
+		return fmt.Errorf("neighbour %s for %s: %w", vtep, r.Node, err)
+	}
+	return nil
+}
+
+func (o *Overlay) setFDB(idx int, r Remote) error {
+	mac := VTEPMAC(r.NodeIP)
+	if err := netlink.NeighSet(&netlink.Neigh{LinkIndex: idx, Family: unix.AF_BRIDGE, Flags: netlink.NTF_SELF,
+		State: netlink.NUD_PERMANENT, IP: r.NodeIP.AsSlice(), HardwareAddr: mac}); err != nil {
+		return fmt.Errorf("fdb %s → %s for %s: %w", mac, r.NodeIP, r.Node, err)
+	}
+	return nil
+}
+
+func (o *Overlay) setRoute(idx int, r Remote) error {
+	if err := netlink.RouteReplace(&netlink.Route{LinkIndex: idx, Dst: prefixNet(r.Subnet), Gw: vtepIP(r.Subnet).AsSlice(),
+		Flags: int(netlink.FLAG_ONLINK), Protocol: RouteProtocol, Src: vtepIP(o.LocalSubnet).AsSlice()}); err != nil {
+		return fmt.Errorf("route to %s (%s): %w", r.Subnet, r.Node, err)
+	}
+	return nil
 }
 
 // SyncDirectRoutes programs the agent's routes on the underlay device: for
@@ -185,6 +339,77 @@ func SyncDirectRoutes(underlay string, remotes []Remote, services []netip.Prefix
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// directRoute is one of the agent's routes on the underlay: to a remote
+// subnet via its node (gw valid), or to a service network on link.
+type directRoute struct {
+	gw   netip.Addr
+	what string // for errors
+}
+
+// directRoutes are the routes SyncDirectRoutes writes, by destination (the
+// later wins, as it writes them in order).
+func directRoutes(remotes []Remote, services []netip.Prefix) map[netip.Prefix]directRoute {
+	m := make(map[netip.Prefix]directRoute, len(remotes)+len(services))
+	for _, r := range remotes {
+		m[r.Subnet.Masked()] = directRoute{gw: r.NodeIP, what: fmt.Sprintf("route to %s via %s (%s)", r.Subnet, r.NodeIP, r.Node)}
+	}
+	for _, p := range services {
+		m[p.Masked()] = directRoute{what: fmt.Sprintf("route to the service network %s", p)}
+	}
+	return m
+}
+
+// UpdateDirectRoutes changes the agent's routes on the underlay from those
+// of (prevRemotes, prevServices), which the last successful
+// SyncDirectRoutes or UpdateDirectRoutes programmed, to those of (remotes,
+// services), writing and deleting only the routes that differ (see
+// UpdateRemotes).
+func UpdateDirectRoutes(underlay string, prevRemotes []Remote, prevServices []netip.Prefix, remotes []Remote, services []netip.Prefix) error {
+	prev, want := directRoutes(prevRemotes, prevServices), directRoutes(remotes, services)
+	var del, set []netip.Prefix
+	for dst := range prev {
+		if _, ok := want[dst]; !ok {
+			del = append(del, dst)
+		}
+	}
+	for dst, r := range want {
+		if o, ok := prev[dst]; !ok || o.gw != r.gw {
+			set = append(set, dst)
+		}
+	}
+	if len(del)+len(set) == 0 {
+		return nil
+	}
+	l, err := netlink.LinkByName(underlay)
+	if err != nil {
+		return err
+	}
+	idx := l.Attrs().Index
+	var errs []error
+	for _, dst := range del {
+		if err := netlink.RouteDel(&netlink.Route{LinkIndex: idx, Dst: prefixNet(dst), Protocol: RouteProtocol, Scope: netlink.SCOPE_NOWHERE}); err != nil && !errors.Is(err, unix.ESRCH) {
+			errs = append(errs, fmt.Errorf("delete the %s: %w", prev[dst].what, err))
+		}
+	}
+	for _, dst := range set {
+		errs = append(errs, replaceDirect(idx, dst, want[dst]))
+	}
+	return errors.Join(errs...)
+}
+
+func replaceDirect(idx int, dst netip.Prefix, r directRoute) error {
+	rt := &netlink.Route{LinkIndex: idx, Dst: prefixNet(dst), Protocol: RouteProtocol}
+	if r.gw.IsValid() {
+		rt.Gw = r.gw.AsSlice()
+	} else {
+		rt.Scope = netlink.SCOPE_LINK
+	}
+	if err := netlink.RouteReplace(rt); err != nil {
+		return fmt.Errorf("%s: %w", r.what, err)
+	}
+	return nil
 }
 
 // RemoveOverlay deletes the VXLAN device (switching to encapsulation None).

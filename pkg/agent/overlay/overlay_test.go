@@ -2,6 +2,7 @@ package overlay
 
 import (
 	"errors"
+	"fmt"
 	"net/netip"
 	"testing"
 	"time"
@@ -26,6 +27,8 @@ type fixture struct {
 	o          *Overlay
 	clock      time.Time
 	programmed []desired
+	full       []bool    // whether each programming was a full one
+	prevs      []desired // the state each partial one started from
 	fail       bool
 }
 
@@ -42,11 +45,15 @@ func newFixture(t *testing.T) *fixture {
 	f.o = &Overlay{NodeName: "node1", HostSubnets: listers.NewHostSubnetLister(f.subnets),
 		Networks: listers.NewClusterNetworkLister(f.networks), Log: logr.Discard(), self: self,
 		now: func() time.Time { return f.clock },
-		program: func(d desired) error {
+		program: func(prev *desired, d desired) error {
 			if f.fail {
 				return errors.New("netlink: no")
 			}
 			f.programmed = append(f.programmed, d)
+			f.full = append(f.full, prev == nil)
+			if prev != nil {
+				f.prevs = append(f.prevs, *prev)
+			}
 			return nil
 		}}
 	return f
@@ -167,4 +174,67 @@ func TestDesiredIgnoresListOrder(t *testing.T) {
 			t.Fatalf("remotes not sorted: %v before %v", first.remotes[i-1], first.remotes[i])
 		}
 	}
+}
+
+// TestSyncWritesOnlyTheDifference: within ResyncPeriod of a full
+// programming a join, a move and a leave are programmed as the difference
+// from what the kernel holds (link writes only the changed entries); the
+// start, a failure, a change of encapsulation and the period program
+// everything.
+func TestSyncWritesOnlyTheDifference(t *testing.T) {
+	f := newFixture(t)
+	f.sync("first sync", true)
+	wantFull := func(what string, full bool, prevRemotes int) {
+		t.Helper()
+		if got := f.full[len(f.full)-1]; got != full {
+			t.Errorf("%s: full %v, want %v", what, got, full)
+		}
+		if !full {
+			if got := len(f.prevs[len(f.prevs)-1].remotes); got != prevRemotes {
+				t.Errorf("%s: started from %d remotes, want %d", what, got, prevRemotes)
+			}
+		}
+	}
+	wantFull("first sync", true, 0)
+
+	f.clock = f.clock.Add(time.Second)
+	f.subnets.Add(hostSubnet("node3", "10.128.4.0/23", "172.28.0.13"))
+	f.sync("node3 joins", true)
+	wantFull("node3 joins", false, 1)
+	f.subnets.Update(hostSubnet("node3", "10.128.4.0/23", "172.28.0.33"))
+	f.sync("node3 moves", true)
+	wantFull("node3 moves", false, 2)
+	f.subnets.Delete(hostSubnet("node3", "", ""))
+	f.sync("node3 leaves", true)
+	wantFull("node3 leaves", false, 2)
+	if got := f.lastRemotes(); len(got) != 1 || got[0] != "node2=10.128.2.0/23@172.28.0.12" {
+		t.Errorf("after the leave: %v", got)
+	}
+
+	// A failed partial sync: the next one programs everything.
+	f.subnets.Add(hostSubnet("node4", "10.128.6.0/23", "172.28.0.14"))
+	f.fail = true
+	f.sync("a failing sync", false)
+	f.fail = false
+	f.sync("after the failure", true)
+	wantFull("after the failure", true, 0)
+
+	// Changes keep being partial until the period since the last full
+	// programming has passed, however many there were.
+	for i := range 5 {
+		f.clock = f.clock.Add(5 * time.Second)
+		f.subnets.Add(hostSubnet(fmt.Sprintf("node%d", 10+i), fmt.Sprintf("10.128.%d.0/23", 20+2*i), fmt.Sprintf("172.28.0.%d", 20+i)))
+		f.sync("a join", true)
+		wantFull("a join", false, 2+i)
+	}
+	f.clock = f.clock.Add(5 * time.Second)
+	f.subnets.Delete(hostSubnet("node10", "", ""))
+	f.sync("a leave after the period", true)
+	wantFull("a leave after the period", true, 0)
+
+	// Another encapsulation: everything.
+	f.networks.Update(&v1alpha1.ClusterNetwork{ObjectMeta: metav1.ObjectMeta{Name: v1alpha1.ClusterNetworkName, Generation: 2},
+		Spec: v1alpha1.ClusterNetworkSpec{ServiceNetwork: "172.30.0.0/16", Encapsulation: v1alpha1.EncapsulationNone}})
+	f.sync("encapsulation None", true)
+	wantFull("encapsulation None", true, 0)
 }
