@@ -196,11 +196,11 @@ func (b *bench) clearSubnets(ctx context.Context) error {
 	return err
 }
 
-func (b *bench) startController(ctx context.Context, limited bool) error {
+func (b *bench) startController(ctx context.Context, clientGoDefault bool) error {
 	if b.ctrl != nil {
 		return nil
 	}
-	rc, err := startController(ctx, b.rest, limited)
+	rc, err := startController(ctx, b.rest, clientGoDefault)
 	if err != nil {
 		return err
 	}
@@ -349,6 +349,21 @@ func (o *observer) waitAll(ctx context.Context, n int, timeout time.Duration) (t
 		o.mu.Unlock()
 	}
 	return last, err
+}
+
+// duplicates names HostSubnets that share a subnet, "" when none do.
+func (o *observer) duplicates() string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	seen := map[string]string{}
+	var dups []string
+	for name, s := range o.subnets {
+		if other, dup := seen[s.subnet]; dup {
+			dups = append(dups, fmt.Sprintf("%s and %s share %s", other, name, s.subnet))
+		}
+		seen[s.subnet] = name
+	}
+	return strings.Join(dups, "; ")
 }
 
 func (o *observer) get(name string) (observed, bool) {

@@ -1,9 +1,10 @@
 // This file runs Sluice's controllers in this process, wired as
-// cmd/sluice-controller's run.go wires them (informer factories with the same
-// resync, the HostSubnet and NetNamespace controllers, an event broadcaster
-// recording to the API, Run with one worker), without leader election, and
-// with the client's rate limit chosen by the bench: the shipped binary keeps
-// client-go's default (5 QPS, burst 10), which the growth runs lift.
+// cmd/sluice-controller's run.go wires them with its default flags
+// (informer factories with the same resync, the HostSubnet and NetNamespace
+// controllers, the client's rate limit and the workers of
+// pkg/controller/apiclient, events on a client of their own), without
+// leader election. One measurement keeps client-go's default rate limit
+// (5 QPS, burst 10), which the binary had before --kube-api-qps.
 
 package main
 
@@ -23,11 +24,11 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
-	"k8s.io/client-go/util/flowcontrol"
 
 	"github.com/sluice-net/sluice/pkg/client/clientset/versioned"
 	sluicescheme "github.com/sluice-net/sluice/pkg/client/clientset/versioned/scheme"
 	sluiceinformers "github.com/sluice-net/sluice/pkg/client/informers/externalversions"
+	"github.com/sluice-net/sluice/pkg/controller/apiclient"
 	"github.com/sluice-net/sluice/pkg/controller/hostsubnet"
 	"github.com/sluice-net/sluice/pkg/controller/netnamespace"
 )
@@ -46,20 +47,18 @@ type runningController struct {
 	lastNodeEvent            atomic.Int64
 }
 
-// shippedRate is client-go's default rate limit, which cmd/sluice-controller
-// keeps (it sets neither QPS nor Burst).
-const shippedQPS, shippedBurst = 5, 10
+// clientGoQPS and clientGoBurst are client-go's default rate limit, which
+// cmd/sluice-controller kept before --kube-api-qps.
+const clientGoQPS, clientGoBurst = 5, 10
 
-// startController starts the controllers; limited says whether the client
-// keeps client-go's default rate limit (as shipped) or runs unlimited.
-func startController(ctx context.Context, base *rest.Config, limited bool) (*runningController, error) {
-	cfg := rest.CopyConfig(base)
-	cfg.UserAgent = "sluice-controller/bench-scale"
-	if limited {
-		cfg.QPS, cfg.Burst = shippedQPS, shippedBurst
-	} else {
-		cfg.RateLimiter = flowcontrol.NewFakeAlwaysRateLimiter()
+// startController starts the controllers; clientGoDefault keeps client-go's
+// default rate limit instead of the binary's.
+func startController(ctx context.Context, base *rest.Config, clientGoDefault bool) (*runningController, error) {
+	qps, burst := float64(apiclient.DefaultQPS), apiclient.DefaultBurst
+	if clientGoDefault {
+		qps, burst = clientGoQPS, clientGoBurst
 	}
+	cfg := apiclient.Config(base, qps, burst, "sluice-controller/bench-scale")
 	kube, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		return nil, err
@@ -68,11 +67,15 @@ func startController(ctx context.Context, base *rest.Config, limited bool) (*run
 	if err != nil {
 		return nil, err
 	}
+	eventsKube, err := kubernetes.NewForConfig(apiclient.Config(cfg, qps, burst, cfg.UserAgent))
+	if err != nil {
+		return nil, err
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	rc := &runningController{cancel: cancel, done: make(chan error, 1)}
 
 	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
-	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: kube.CoreV1().Events("")})
+	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: eventsKube.CoreV1().Events("")})
 	recorder := broadcaster.NewRecorder(eventScheme(), corev1.EventSource{Component: "sluice-controller", Host: "bench-scale"})
 
 	kubeInf := kubeinformers.NewSharedInformerFactory(kube, controllerResync)
@@ -122,8 +125,8 @@ func startController(ctx context.Context, base *rest.Config, limited bool) (*run
 		kubeInf.WaitForCacheSync(ctx.Done())
 		sluiceInf.WaitForCacheSync(ctx.Done())
 		errs := make(chan error, 2)
-		go func() { errs <- hs.Run(ctx, 1) }()
-		go func() { errs <- nn.Run(ctx, 1) }()
+		go func() { errs <- hs.Run(ctx, apiclient.DefaultWorkers) }()
+		go func() { errs <- nn.Run(ctx, apiclient.DefaultWorkers) }()
 		first := <-errs
 		cancel()
 		second := <-errs

@@ -18,12 +18,15 @@
 //     the ClusterNetwork, one connection each) receive every change;
 //
 // and once, the planner's node limit for a /14 at hostSubnetLength 9 against
-// what the allocator does (allocate until exhaustion), and the controller as
-// shipped (client-go's default 5 QPS) at a small size.
+// what the allocator does (allocate until exhaustion), and, when asked, the
+// controller at client-go's default rate limit (5 QPS), the binary's before
+// --kube-api-qps.
 //
 // There is no peer anchor: the figures are compared with issue 13's targets
 // only. Run as root: `make bench-scale`. The raw output goes to
-// bench/results/scale-<UTC time>-<commit>.txt as well as to the terminal.
+// bench/results/scale-<UTC time>-<commit>.txt (bench/internal/results) as
+// well as to the terminal; `make bench-doc SECTION=scale RESULTS=…` puts its
+// report into docs/performance.md.
 package main
 
 import (
@@ -32,7 +35,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"runtime"
@@ -46,22 +48,22 @@ import (
 
 	"github.com/sluice-net/sluice/bench/internal/host"
 	"github.com/sluice-net/sluice/bench/internal/labrun"
+	"github.com/sluice-net/sluice/bench/internal/results"
 	"github.com/sluice-net/sluice/pkg/lab"
 	"github.com/sluice-net/sluice/pkg/lab/image"
 	"github.com/sluice-net/sluice/pkg/lab/proc"
 )
 
 var (
-	sizesF      = flag.String("sizes", "1000,2000,5000", "numbers of simulated nodes, ascending (the growth curve)")
-	repeatsF    = flag.Int("repeats", 3, "repeats of each measurement per size")
-	joinsF      = flag.Int("joins", 3, "node joins and leaves per agent run")
-	watchersF   = flag.Int("watchers", 50, "agent-like watchers in the fan-out measurement")
-	shippedF    = flag.Int("shipped-nodes", 100, "nodes allocated by the controller at client-go's default rate limit (as cmd/sluice-controller runs); 0 skips")
-	exhaustF    = flag.Bool("exhaust", true, "allocate a /14 at hostSubnetLength 9 until exhaustion and compare with the planner")
-	stateDirF   = flag.String("state-dir", "/tmp/sluice-bench-scale", "the benchmark lab's state directory")
-	keepLabF    = flag.Bool("keep-lab", false, "leave the lab running at the end")
-	resultsDirF = flag.String("results-dir", "", "where the raw output is written (default bench/results of the source tree)")
-	skipF       = flag.String("skip", "", "measurements to leave out, comma-separated: cold (the cold-controller repeats), agent, fanout")
+	sizesF    = flag.String("sizes", "1000,2000,5000", "numbers of simulated nodes, ascending (the growth curve)")
+	repeatsF  = flag.Int("repeats", 3, "repeats of each measurement per size")
+	joinsF    = flag.Int("joins", 3, "node joins and leaves per agent run")
+	watchersF = flag.Int("watchers", 50, "agent-like watchers in the fan-out measurement")
+	shippedF  = flag.Int("shipped-nodes", 0, "nodes allocated by the controller at client-go's default rate limit (5 QPS, the binary's before --kube-api-qps); 0 skips")
+	exhaustF  = flag.Bool("exhaust", true, "allocate a /14 at hostSubnetLength 9 until exhaustion and compare with the planner")
+	stateDirF = flag.String("state-dir", "/tmp/sluice-bench-scale", "the benchmark lab's state directory")
+	keepLabF  = flag.Bool("keep-lab", false, "leave the lab running at the end")
+	skipF     = flag.String("skip", "", "measurements to leave out, comma-separated: cold (the cold-controller repeats), agent, fanout")
 )
 
 // The main goroutine keeps the main thread: netns.Do discards the threads it
@@ -92,29 +94,27 @@ func main() {
 		fmt.Fprintln(os.Stderr, "bench-scale:", err)
 		os.Exit(2)
 	}
-	rev := revision(root)
-	dir := *resultsDirF
-	if dir == "" {
-		dir = filepath.Join(root, "bench", "results")
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		fmt.Fprintln(os.Stderr, "bench-scale:", err)
-		os.Exit(1)
-	}
-	raw := filepath.Join(dir, fmt.Sprintf("scale-%s-%s.txt", time.Now().UTC().Format("20060102T150405Z"), rev))
-	f, err := os.Create(raw)
+	f, err := results.Open(root, "scale")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench-scale:", err)
 		os.Exit(1)
 	}
-	out, tab = io.MultiWriter(os.Stderr, f), io.MultiWriter(os.Stdout, f)
+	// Progress and raw samples to stderr and the file; the report is
+	// collected and written between the file's report markers at the end.
+	var report strings.Builder
+	out, tab = f.Log, &report
 	// The controller and informers in this process log through klog: their
 	// errors go with the progress, their info lines (one per allocation)
 	// nowhere.
 	klog.SetLogger(logr.New(errorSink{}))
-	rc := run(root, rev, sizes)
+	rc := run(root, f.Commit, sizes)
+	if rc == 0 {
+		f.Report(report.String())
+	} else if report.Len() > 0 {
+		fmt.Fprintf(f.Log, "incomplete report (the run failed):\n%s", report.String())
+	}
 	f.Close()
-	fmt.Fprintf(os.Stderr, "raw output: %s\n", raw)
+	fmt.Fprintf(os.Stderr, "raw output: %s\n", f.Path)
 	os.Exit(rc)
 }
 
@@ -131,19 +131,6 @@ func parseSizes(s string) ([]int, error) {
 		sizes = append(sizes, n)
 	}
 	return sizes, nil
-}
-
-func revision(root string) string {
-	commit, _ := exec.Command("git", "-C", root, "rev-parse", "--short", "HEAD").Output()
-	dirty, _ := exec.Command("git", "-C", root, "status", "--porcelain", "--untracked-files=no").Output()
-	rev := strings.TrimSpace(string(commit))
-	if rev == "" {
-		rev = "unknown"
-	}
-	if len(dirty) > 0 {
-		rev += "-dirty"
-	}
-	return rev
 }
 
 // run brings the lab up, measures, and brings the lab down whatever
@@ -200,7 +187,6 @@ func run(root, rev string, sizes []int) int {
 		return 1
 	}
 	defer b.close()
-	fmt.Fprintf(tab, "## Scale by simulation (bench/scale)\n\n")
 	fmt.Fprintf(tab, "Machine: nproc %d, kernel %s, %s, %s. Run at %s, commit %s.\n",
 		runtime.NumCPU(), host.Kernel(), runtime.Version(), memTotal(), time.Now().UTC().Format(time.RFC3339), rev)
 	fmt.Fprintf(tab, "Command: `make bench-scale` (`bench-scale --sizes %s --repeats %d --joins %d --watchers %d --shipped-nodes %d --exhaust=%v --skip=%q`).\n\n",

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/sluice-net/sluice/bench/internal/stats"
+	"github.com/sluice-net/sluice/pkg/controller/apiclient"
 )
 
 type sizeResult struct {
@@ -72,6 +73,9 @@ func (b *bench) measure(ctx context.Context, sizes []int) error {
 			return fmt.Errorf("growing to %d: %w", n, err)
 		}
 		r.streaming = last.Sub(start)
+		if d := b.obs.duplicates(); d != "" {
+			return fmt.Errorf("growing to %d: a subnet handed out twice: %s", n, d)
+		}
 		logf("size %d: %d Nodes created in %v, every HostSubnet %v after the first create",
 			n, r.createdN, r.created.Round(time.Millisecond), r.streaming.Round(time.Millisecond))
 		// Cold controller, N Nodes waiting.
@@ -91,6 +95,9 @@ func (b *bench) measure(ctx context.Context, sizes []int) error {
 				return fmt.Errorf("size %d, cold controller %d: %w", n, k+1, err)
 			}
 			r.cold = append(r.cold, last.Sub(t))
+			if d := b.obs.duplicates(); d != "" {
+				return fmt.Errorf("size %d, cold controller %d: a subnet handed out twice: %s", n, k+1, d)
+			}
 			logf("size %d: cold controller %d/%d: %d HostSubnets in %v", n, k+1, *repeatsF, r.subnetsTot, last.Sub(t).Round(time.Millisecond))
 		}
 		// One agent, N remote subnets (every HostSubnet but its own).
@@ -171,8 +178,7 @@ func report(results []sizeResult, ex *exhaustResult, shippedN int, shippedTook t
 	w := tab
 	fmt.Fprintf(w, "No anchor in the same run: the figures are compared with issue 13's targets only. Median (min–max) of %d repeats unless said otherwise. "+
 		"The simulated nodes are Node objects without kubelets (InternalIPs in 100.64.0.0/10); the lab's node1 is one more node and HostSubnet. "+
-		"The controller is pkg/controller wired as cmd/sluice-controller wires it, in the bench's process, without leader election and without client-side rate limit "+
-		"(see the last table for the shipped limit). The agent is pkg/agent/overlay fed by its informers, in a network namespace of its own.\n\n", *repeatsF)
+		"The controller is pkg/controller wired as cmd/sluice-controller wires it with its default flags (--kube-api-qps %d, --kube-api-burst %d, --workers %d), in the bench's process, without leader election. The agent is pkg/agent/overlay fed by its informers, in a network namespace of its own.\n\n", *repeatsF, apiclient.DefaultQPS, apiclient.DefaultBurst, apiclient.DefaultWorkers)
 
 	fmt.Fprintf(w, "### HostSubnet allocation (target: all allocated ≤ 10 s)\n\n")
 	fmt.Fprintf(w, "| nodes | growth step: Nodes created (s) | growth step: first create → every HostSubnet (s) | cold controller, N Nodes waiting: start → every HostSubnet (s) | per node (ms) | target |\n|---|---|---|---|---|---|\n")
@@ -244,7 +250,7 @@ func report(results []sizeResult, ex *exhaustResult, shippedN int, shippedTook t
 		fmt.Fprintf(w, "\nThe node left over: event `%s`; ClusterNetwork condition `%s`.\n", ex.event, ex.condition)
 	}
 	if shippedN > 0 {
-		fmt.Fprintf(w, "\n### The controller at its shipped rate limit (client-go default, %d QPS, burst %d: cmd/sluice-controller sets none)\n\n", shippedQPS, shippedBurst)
+		fmt.Fprintf(w, "\n### The controller at client-go's default rate limit (%d QPS, burst %d: cmd/sluice-controller's before --kube-api-qps)\n\n", clientGoQPS, clientGoBurst)
 		fmt.Fprintf(w, "| nodes | cold controller: start → every HostSubnet (s, one run) | per node (ms) | at that rate, 5000 nodes (min) |\n|---|---|---|---|\n")
 		per := shippedTook.Seconds() / float64(shippedN+1)
 		fmt.Fprintf(w, "| %d (+ node1) | %.1f | %.0f | %.0f |\n", shippedN, shippedTook.Seconds(), per*1000, per*5000/60)
