@@ -1,8 +1,9 @@
 // Package node assembles the agent on one node: it builds the table owner
 // and the features that write into it (the pod network's base, isolation,
 // the service proxy), the overlay, the pod network behind the CNI server,
-// wires informers to them, and brings them up in order. It holds no logic
-// of its own beyond that order.
+// wires informers to them (trimmed by Transform to what isolation reads),
+// and brings them up in order. It holds no logic of its own beyond that
+// order.
 package node
 
 import (
