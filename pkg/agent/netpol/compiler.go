@@ -56,7 +56,8 @@ type Compiler struct {
 	nsMatch    map[string][]*ruleSet          // cache: namespace → nsSelSets matching its labels
 	portSets   map[string][]*ruleSet          // named-port sets by port name
 	tenants    map[uint32]*tenant
-	candidates []func() // objects whose last reference went: dropped by settle unless used again
+	candidates []func()                   // objects whose last reference went: dropped by settle unless used again
+	pending    map[string]map[string]bool // namespace → policies changed since the last settle
 
 	obj objects
 }
@@ -323,29 +324,64 @@ func (c *Compiler) DeletePolicy(key string) {
 	c.policyChanged(ns, key)
 }
 
-// policyChanged re-evaluates what a change of policy key in namespace ns can touch: its
-// chains in use, the isolated chains that name it (a jump to its chain comes or goes with
-// its rules), and the local pods of ns whose selection by key flips. A pod still selected
-// (or still not) keeps its isolated chain, so a change costs one selector match per local
-// pod of ns plus the pods that move; pods that leave the same chain move to the same next
-// chain, whose name is computed once.
+// policyChanged records a change of policy key in namespace ns (NetworkPolicy mode): its
+// chains in use get its new rules now; the isolated chains and local pods it can touch are
+// re-evaluated once per settle for all the policies that changed since (redispatch).
 func (c *Compiler) policyChanged(ns, key string) {
 	if c.mode != policy.ModeNetworkPolicy {
 		return
 	}
-	pe := c.policies[key]
-	if pe != nil {
+	if pe := c.policies[key]; pe != nil {
 		for i, ingress := range []bool{false, true} {
 			if pd := c.dirs[policyChainName(key, ingress)]; pd != nil {
 				c.setDirection(pd, pe.dir[i])
 			}
 		}
 	}
-	for _, ic := range c.isoByNS[ns] {
-		if _, named := slices.BinarySearch(ic.policies, key); named {
-			c.putIsolatedChain(ic)
+	if c.pending[ns] == nil {
+		c.pending[ns] = map[string]bool{}
+	}
+	c.pending[ns][key] = true
+}
+
+// redispatch re-evaluates what the policies changed since the last settle touch, namespace
+// by namespace: the isolated chains naming one of them (a jump to its chain comes or goes
+// with its rules), and the local pods. For a few changed policies, only the pods whose
+// selection by one of them flips move (flip: one selector match per local pod and policy);
+// when many of a namespace's policies changed at once (a relist, the start), every local pod
+// of the namespace is dispatched once against all of them instead, so that a pod does not
+// move through an isolated chain per policy on its way.
+func (c *Compiler) redispatch() {
+	for _, ns := range sortedKeys(c.pending) {
+		keys := sortedKeys(c.pending[ns])
+		for _, ic := range c.isoByNS[ns] {
+			for _, key := range keys {
+				if _, named := slices.BinarySearch(ic.policies, key); named {
+					c.putIsolatedChain(ic)
+					break
+				}
+			}
+		}
+		if len(keys) > 1 && len(keys)*8 > len(c.policyNS[ns]) {
+			for _, e := range c.podsByNS[ns] {
+				if e.active && e.pod.Node == c.node {
+					c.dispatch(e)
+				}
+			}
+			continue
+		}
+		for _, key := range keys {
+			c.flip(ns, key)
 		}
 	}
+	clear(c.pending)
+}
+
+// flip moves the local pods of ns whose selection by policy key differs from what their
+// isolated chains say. A pod still selected (or still not) keeps its chain; pods that leave
+// the same chain move to the same next chain, whose name is computed once.
+func (c *Compiler) flip(ns, key string) {
+	pe := c.policies[key]
 	type move struct {
 		from    string // the current chain's name, "" when not isolated
 		ingress bool
@@ -913,7 +949,7 @@ func (c *Compiler) derive() {
 	c.isolated, c.isoByNS, c.dirs = map[string]*isolatedChain{}, map[string]map[string]*isolatedChain{}, map[string]*policyDir{}
 	c.sets, c.peersByNS, c.nsSelSets = map[string]*ruleSet{}, map[string]map[string]*ruleSet{}, map[string]*ruleSet{}
 	c.nsMatch, c.portSets, c.tenants = map[string][]*ruleSet{}, map[string][]*ruleSet{}, map[uint32]*tenant{}
-	c.candidates = nil
+	c.candidates, c.pending = nil, map[string]map[string]bool{}
 	b := newBuilder(policy.Input{Mode: c.mode})
 	b.addStatic()
 	for _, name := range sortedKeys(b.chains) {
@@ -935,9 +971,11 @@ func (c *Compiler) derive() {
 	}
 }
 
-// settle drops the objects whose last reference went (isolated chains before the policy
-// chains they jump to, before the sets those name).
+// settle applies the pending policy changes (redispatch), then drops the objects whose last
+// reference went (isolated chains before the policy chains they jump to, before the sets
+// those name).
 func (c *Compiler) settle() {
+	c.redispatch()
 	for len(c.candidates) > 0 {
 		cs := c.candidates
 		c.candidates = nil
