@@ -148,17 +148,7 @@ func BenchmarkIsolationChange10kPods1kPolicies(b *testing.B) {
 			e := newBenchIsolation(b, in, path == "scratch")
 			p := in.Pods[300] // ns0, app a0, node0: selected by policies, in peer and port sets
 			p.Name, p.IP = "new", netip.MustParseAddr("10.200.0.1")
-			ops := 0
-			for b.Loop() {
-				e.addPod(p)
-				e.sync(b, false)
-				ops = e.ops
-				b.StopTimer()
-				e.deletePod(p)
-				e.sync(b, false)
-				b.StartTimer()
-			}
-			b.ReportMetric(float64(ops), "nftops/op")
+			benchPodAdd(b, e, p)
 		})
 		b.Run("namespaceLabels/"+path, func(b *testing.B) {
 			in := benchInput(10000, 1000, 100)
