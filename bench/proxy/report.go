@@ -130,7 +130,11 @@ func report(sizes []int, proxies []proxyKind, res map[string]map[int][]*result, 
 				n, miss = n+len(r.changes), miss+r.changeMiss
 			}
 			if n == 0 {
-				fmt.Fprintf(&w, " %s |", orFailed("–", rs))
+				if miss > 0 {
+					fmt.Fprintf(&w, " none live in 30 s (%d tried) |", miss)
+				} else {
+					fmt.Fprintf(&w, " %s |", orFailed("–", rs))
+				}
 				continue
 			}
 			extra := ""
