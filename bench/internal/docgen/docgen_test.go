@@ -56,3 +56,39 @@ func TestReplace(t *testing.T) {
 		t.Error("a doubled marker was accepted")
 	}
 }
+
+func TestParseGoBench(t *testing.T) {
+	out := `# go test -bench X -count=3 at abc123
+goos: linux
+BenchmarkX/policy/scratch-2     	      12	  90000000 ns/op	       258.0 nftops/op
+BenchmarkX/policy/scratch-2     	      12	  80000000 ns/op	       258.0 nftops/op
+BenchmarkX/policy/scratch-2     	      12	 100000000 ns/op	       259.0 nftops/op
+BenchmarkX/policy/incremental-2 	     800	   2000000 ns/op	       259.0 nftops/op
+BenchmarkX/policy/incremental-2 	     800	   1000000 ns/op	       259.0 nftops/op
+BenchmarkX/policy/incremental-2 	     800	   3000000 ns/op	       258.0 nftops/op
+BenchmarkX/load/incremental-2 	     800	   3000000 ns/op
+PASS
+`
+	if !IsGoBench([]byte(out)) || IsGoBench([]byte("# header\nno results\n")) {
+		t.Fatal("IsGoBench does not tell Go benchmark output from other text")
+	}
+	r, err := ParseGoBench([]byte(out), "scratch")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Header) != 1 || r.Header[0] != "go test -bench X -count=3 at abc123" {
+		t.Errorf("header %q", r.Header)
+	}
+	for _, want := range []string{
+		"| X/policy/scratch | 3 | 90.0 (80.0–100) | — | 258 nftops/op |",
+		"| X/policy/incremental | 3 | 2.00 (1.00–3.00) | **45.0×** | 259 nftops/op |",
+		"| X/load/incremental | 1 | 3.00 (3.00–3.00) | — |  |",
+	} {
+		if !strings.Contains(r.Report, want) {
+			t.Errorf("report lacks %q:\n%s", want, r.Report)
+		}
+	}
+	if _, err := ParseGoBench([]byte("BenchmarkX-2 1 5 ns/op\n"), ""); err == nil {
+		t.Error("output without a header was accepted")
+	}
+}
