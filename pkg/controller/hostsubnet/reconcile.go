@@ -198,7 +198,11 @@ func (c *Controller) allocate(ctx context.Context, node *corev1.Node, ip string,
 	c.pending[made.Name] = pendingSubnet{uid: string(made.UID), subnet: s, token: token}
 	c.unverified[made.Name] = created{hs: made, node: node, attempt: attempt}
 	c.mu.Unlock()
-	logger.V(2).Info("Created HostSubnet", "subnet", s, "hostIP", ip)
+	logger.Info("Allocated host subnet", "subnet", s, "hostIP", ip)
+	// Recorded as the subnet is handed out, at the pace of creation: verify's batch of
+	// events at once would overflow client-go's event queue (1,000) in a burst of nodes,
+	// and it drops what does not fit.
+	c.recorder.Eventf(node, corev1.EventTypeNormal, ReasonAllocated, "allocated host subnet %s (HostSubnet %s)", s, made.Name)
 	c.queueStatus()
 	c.queueVerify()
 	return nil
@@ -251,8 +255,6 @@ func (c *Controller) verify(ctx context.Context) error {
 		}
 		older := olderAmong(cur, ix, byName)
 		if older == nil {
-			logger.Info("Allocated host subnet", "subnet", cur.Spec.Subnet, "hostIP", cur.Spec.HostIP)
-			c.recorder.Eventf(u.node, corev1.EventTypeNormal, ReasonAllocated, "allocated host subnet %s (HostSubnet %s)", cur.Spec.Subnet, cur.Name)
 			continue
 		}
 		if err := c.yield(klog.NewContext(ctx, logger), u.node, cur, older); err != nil {
