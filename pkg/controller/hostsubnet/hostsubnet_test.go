@@ -11,11 +11,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
-	kubeinformers "k8s.io/client-go/informers"
 	"k8s.io/client-go/tools/record"
 
 	sluicev1alpha1 "github.com/sluice-net/sluice/pkg/apis/sluice/v1alpha1"
-	sluiceinformers "github.com/sluice-net/sluice/pkg/client/informers/externalversions"
 )
 
 func TestAllocatesEveryNode(t *testing.T) {
@@ -441,18 +439,7 @@ func TestManyNodesParallelWorkers(t *testing.T) {
 	f := newFixture(t, network("172.30.0.0/16", entry("10.64.0.0/10", 9)))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	kubeInf := kubeinformers.NewSharedInformerFactory(f.kube, 0)
-	sluiceInf := sluiceinformers.NewSharedInformerFactory(f.sluice, 0)
-	c, err := New(f.kube, f.sluice, kubeInf.Core().V1().Nodes(),
-		sluiceInf.Sluice().V1alpha1().HostSubnets(), sluiceInf.Sluice().V1alpha1().ClusterNetworks(),
-		record.NewFakeRecorder(5000), Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	kubeInf.Start(ctx.Done())
-	sluiceInf.Start(ctx.Done())
-	done := make(chan error)
-	go func() { done <- c.Run(ctx, 8) }()
+	done := f.runWithInformers(ctx, 5000, 8)
 
 	// The check runs while the controller works: any two HostSubnets sharing a subnet at
 	// any moment are a failure, not only at the end.

@@ -20,18 +20,7 @@ func TestRunWithInformers(t *testing.T) {
 	f := newFixture(t, defaultNetwork, node("node1", "172.28.0.11"), node("node2", "172.28.0.12"))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	kubeInf := kubeinformers.NewSharedInformerFactory(f.kube, 0)
-	sluiceInf := sluiceinformers.NewSharedInformerFactory(f.sluice, 0)
-	c, err := New(f.kube, f.sluice, kubeInf.Core().V1().Nodes(),
-		sluiceInf.Sluice().V1alpha1().HostSubnets(), sluiceInf.Sluice().V1alpha1().ClusterNetworks(),
-		record.NewFakeRecorder(100), Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	kubeInf.Start(ctx.Done())
-	sluiceInf.Start(ctx.Done())
-	done := make(chan error)
-	go func() { done <- c.Run(ctx, 2) }()
+	done := f.runWithInformers(ctx, 100, 2)
 
 	waitFor := func(what string, want ...string) {
 		t.Helper()
@@ -54,7 +43,7 @@ func TestRunWithInformers(t *testing.T) {
 	// The informers deliver the initial nodes in no particular order, and two workers take
 	// them in parallel: node1 and node2 get the two lowest subnets, either way round.
 	one, two := "node1=172.28.0.11,10.128.0.0/23", "node2=172.28.0.12,10.128.2.0/23"
-	err = wait.PollUntilContextTimeout(ctx, 10*time.Millisecond, 20*time.Second, true, func(context.Context) (bool, error) {
+	err := wait.PollUntilContextTimeout(ctx, 10*time.Millisecond, 20*time.Second, true, func(context.Context) (bool, error) {
 		got := f.subnets()
 		if len(got) == 2 && got[0] == "node1=172.28.0.11,10.128.2.0/23" && got[1] == "node2=172.28.0.12,10.128.0.0/23" {
 			one, two = got[0], got[1]
@@ -91,4 +80,24 @@ func TestRunWithInformers(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("Run did not return after its context ended")
 	}
+}
+
+// runWithInformers starts a controller over the fixture's fake API as cmd/sluice-controller
+// does (informers, handlers, Run with workers) and returns Run's result channel. events is
+// the fake recorder's capacity.
+func (f *fixture) runWithInformers(ctx context.Context, events, workers int) chan error {
+	f.t.Helper()
+	kubeInf := kubeinformers.NewSharedInformerFactory(f.kube, 0)
+	sluiceInf := sluiceinformers.NewSharedInformerFactory(f.sluice, 0)
+	c, err := New(f.kube, f.sluice, kubeInf.Core().V1().Nodes(),
+		sluiceInf.Sluice().V1alpha1().HostSubnets(), sluiceInf.Sluice().V1alpha1().ClusterNetworks(),
+		record.NewFakeRecorder(events), Options{})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	kubeInf.Start(ctx.Done())
+	sluiceInf.Start(ctx.Done())
+	done := make(chan error)
+	go func() { done <- c.Run(ctx, workers) }()
+	return done
 }
